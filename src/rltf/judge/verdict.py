@@ -1,0 +1,103 @@
+"""Typed, JSON-serialisable results of judging one program.
+
+Rewards read these records, so their fields are a contract: ``status`` separates wrong answers
+(``fail``) from crashes (``error``) and from the judge's own failures (``infra_error``), and
+``error.line`` is a 1-based line of the submitted program, never of harness code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["pass", "fail", "error", "infra_error"]
+TestStatus = Literal["pass", "fail", "error", "not_run"]
+Phase = Literal["compile", "runtime", "timeout", "memory", "output_limit", "killed"]
+
+STATUSES = ("pass", "fail", "error", "infra_error")
+PHASES = ("compile", "runtime", "timeout", "memory", "output_limit", "killed")
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    phase: Phase
+    type: str
+    message: str = ""
+    line: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"phase": self.phase, "type": self.type, "message": self.message, "line": self.line}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ErrorInfo | None:
+        if data is None:
+            return None
+        return cls(data["phase"], data["type"], data.get("message", ""), data.get("line"))
+
+
+@dataclass(frozen=True)
+class TestResult:
+    status: TestStatus
+    time_s: float = 0.0
+    error: ErrorInfo | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, "time_s": round(self.time_s, 6)}
+        if self.error is not None:
+            out["error"] = self.error.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TestResult:
+        return cls(data["status"], data.get("time_s", 0.0), ErrorInfo.from_dict(data.get("error")))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: Status
+    passed: int
+    total: int
+    error: ErrorInfo | None = None
+    tests: tuple[TestResult, ...] = field(default_factory=tuple)
+    duration_s: float = 0.0
+    isolation: str = ""
+
+    @property
+    def pass_ratio(self) -> float:
+        return self.passed / self.total if self.total else 0.0
+
+    @property
+    def error_category(self) -> str:
+        """One label for logs and reward tables: the status, or the error phase for errors."""
+        if self.status == "error" and self.error is not None:
+            return self.error.phase
+        return self.status
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "passed": self.passed,
+            "total": self.total,
+            "pass_ratio": self.pass_ratio,
+            "error": self.error.to_dict() if self.error else None,
+            "tests": [t.to_dict() for t in self.tests],
+            "duration_s": round(self.duration_s, 6),
+            "isolation": self.isolation,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Verdict:
+        return cls(
+            status=data["status"],
+            passed=data["passed"],
+            total=data["total"],
+            error=ErrorInfo.from_dict(data.get("error")),
+            tests=tuple(TestResult.from_dict(t) for t in data.get("tests", [])),
+            duration_s=data.get("duration_s", 0.0),
+            isolation=data.get("isolation", ""),
+        )
+
+    @classmethod
+    def infra(cls, message: str, total: int, isolation: str = "") -> Verdict:
+        """The judge failed, not the program: callers must not score this as a program outcome."""
+        return cls("infra_error", 0, total, ErrorInfo("killed", "InfraError", message), (), 0.0, isolation)
