@@ -1,0 +1,165 @@
+"""Command-line interface: one sub-command per stage of the pipeline."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+@app.command()
+def judge(
+    problems: Path = typer.Option(..., help="Canonical problems JSONL (optionally .gz)."),
+    programs: Path | None = typer.Option(None, help='JSONL of {"problem_id", "program"} lines.'),
+    out: Path | None = typer.Option(None, help="Where to write one {problem_id, verdict} line per program."),
+    problem_id: str | None = typer.Option(None, help="Judge one program file against this problem."),
+    program_file: Path | None = typer.Option(None, help="The program for --problem-id."),
+    workers: int | None = typer.Option(None, help="Sandbox servers (default: one per core)."),
+    timeout: float | None = typer.Option(None, help="Seconds per test (default 4)."),
+    stop_on_first_failure: bool = typer.Option(False, help="Stop a program at its first failing test."),
+) -> None:
+    """Run programs against unit tests in the sandbox and write typed verdicts."""
+    from rltf.judge import Judge
+    from rltf.problems import ProblemFormatError, load_problems
+
+    try:
+        by_id = {p.id: p for p in load_problems(problems)}
+    except (OSError, ProblemFormatError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--problems") from None
+    if problem_id is not None:
+        if program_file is None:
+            raise typer.BadParameter("--problem-id needs --program-file")
+        if problem_id not in by_id:
+            raise typer.BadParameter(f"unknown problem id {problem_id!r}", param_hint="--problem-id")
+        with Judge(workers=1, timeout_s=timeout, stop_on_first_failure=stop_on_first_failure) as runner:
+            verdict = runner.run(by_id[problem_id], program_file.read_text(encoding="utf-8"))
+        typer.echo(json.dumps(verdict.to_dict()))
+        return
+    if programs is None or out is None:
+        raise typer.BadParameter("give --programs and --out, or --problem-id and --program-file")
+    try:
+        rows = _read_program_lines(programs, by_id)
+    except OSError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--programs") from None
+    errors = 0
+    for row in rows:
+        if "error" in row:
+            errors += 1
+            typer.echo(row["error"], err=True)
+    valid = [i for i, row in enumerate(rows) if "error" not in row]
+    with Judge(workers=workers, timeout_s=timeout, stop_on_first_failure=stop_on_first_failure) as runner, \
+            _progress(len(valid), "judging") as advance:
+        verdicts = runner.run_many([(by_id[rows[i]["problem_id"]], rows[i]["program"]) for i in valid],
+                                   on_result=lambda *_: advance())
+    for i, verdict in zip(valid, verdicts):
+        rows[i] = {"problem_id": rows[i]["problem_id"], "verdict": verdict.to_dict()}
+    with out.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    counts = Counter(row["verdict"]["status"] for row in rows if "verdict" in row)
+    typer.echo(f"{len(verdicts)} judged: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+               + (f"; {errors} bad input lines" if errors else ""), err=True)
+    if errors:
+        raise typer.Exit(1)
+
+
+def _read_program_lines(path: Path, by_id: dict) -> list[dict]:
+    """One row per non-blank line; a bad line becomes an error row that names it, the rest go on."""
+    rows: list[dict] = []
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                rows.append({"problem_id": None, "error": f"{where}: malformed JSON: {exc.msg}"})
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get("program"), str):
+                rows.append({"problem_id": None, "error": f"{where}: a line needs a string 'program'"})
+                continue
+            pid = str(record.get("problem_id"))
+            if pid not in by_id:
+                rows.append({"problem_id": pid, "error": f"{where}: unknown problem id {pid!r}"})
+                continue
+            rows.append({"problem_id": pid, "program": record["program"]})
+    return rows
+
+
+@contextmanager
+def _progress(total: int, label: str):
+    """A rich progress bar with ETA on stderr; yields a function that advances it by one."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda: progress.advance(task)
+
+
+@app.command("eval")
+def eval_command(
+    out: str = typer.Option(..., "--out", help="Output directory (rerun with the same one to resume)."),
+    model: str = typer.Option("smollm2-135m-instruct", help="Model directory, .gguf file or hub id; "
+                              "default: the embedded SmolLM2-135M-Instruct."),
+    dataset: str = typer.Option("mbpp", help="Benchmark name, or a canonical problems .jsonl(.gz) file."),
+    split: str | None = typer.Option(None, help="Dataset split (default: the benchmark's evaluation split)."),
+    data: str | None = typer.Option(None, help="Local copy of the benchmark's raw data, if not the default."),
+    n: int = typer.Option(10, help="Samples per problem."),
+    k: str = typer.Option("1,5,10", help="Comma-separated k values for pass@k (each <= n)."),
+    temperature: float = typer.Option(0.6, help="Sampling temperature; 0 = greedy."),
+    top_p: float = typer.Option(0.95, "--top-p"),
+    max_new_tokens: int = typer.Option(384, "--max-new-tokens"),
+    limit: int | None = typer.Option(None, help="Only the first N problems (quick runs)."),
+    seed: int = typer.Option(0),
+    workers: int = typer.Option(2, help="Judge worker processes."),
+    timeout: float | None = typer.Option(None, help="Judge time limit per test in seconds (default: judge's)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Sequences per generate call."),
+    threads: int | None = typer.Option(None, help="torch CPU threads."),
+    style: str = typer.Option("auto", help="Prompt style: auto (chat template if the tokenizer has one), chat, base."),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let transformers fetch a hub model."),
+) -> None:
+    """Sample n programs per problem, judge them and report pass@k (samples.jsonl, summary.json, report.md)."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from transformers.utils import logging as hf_logging
+
+    from rltf.evaluation import EvalSettings, evaluate
+    from rltf.judge import Judge
+    from rltf.policy import Policy, set_threads
+    from rltf.problems import load_problems
+
+    ks = [int(x) for x in k.split(",") if x.strip()]
+    if style not in ("auto", "chat", "base"):
+        raise typer.BadParameter("--style must be auto, chat or base")
+    if any(x > n for x in ks):
+        raise typer.BadParameter(f"every k must be <= n={n}")
+    if Path(dataset).is_file():
+        problems = load_problems(dataset)[:limit]
+    else:
+        from rltf.datasets import load_dataset
+
+        problems = load_dataset(dataset, split=split, path=data, limit=limit)
+    set_threads(threads)
+    hf_logging.disable_progress_bar()
+    policy = Policy.load(model, allow_download=allow_download, style=style)  # type: ignore[arg-type]
+    settings = EvalSettings(dataset, split, model, policy.style, n, temperature, top_p, max_new_tokens, seed,
+                            batch_size)
+    with Judge(workers=workers, timeout_s=timeout) as judge:
+        summary = evaluate(policy, problems, judge, out, settings, ks)
+    console = Console()
+    scores = ", ".join(f"pass@{key} {100 * v:.2f}%" for key, v in summary["pass_at_k"].items())
+    console.print(f"{summary['problems']} problems, {summary['samples']} samples: {scores}")
+    console.print(f"verdicts {summary['category']}; wall {summary['timing']['wall_s']:.0f} s; report {out}/report.md")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,203 @@
+"""The judge's public face: a pool of warm sandbox servers, one job per server at a time."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import rltf
+from rltf.judge import wire
+from rltf.judge.verdict import Verdict
+from rltf.problems import Problem, validate_tests
+
+START_TIMEOUT_S = 60.0
+REPLY_SLACK_S = 15.0
+
+
+@dataclass
+class JudgeConfig:
+    """Limits and pool size. Per-problem ``time_limit_s`` / ``memory_limit_mb`` override the defaults."""
+
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    timeout_s: float = 4.0
+    program_timeout_s: float = 60.0
+    memory_mb: int = 2048
+    max_processes: int = 64
+    max_output_mb: int = 16
+    stop_on_first_failure: bool = False
+    isolation: str = "auto"  # "auto": namespaces where the OS allows; "namespaces": require them
+
+
+class JudgeError(RuntimeError):
+    """The judge cannot start (for example, namespaces were required but are unavailable)."""
+
+
+class _Worker:
+    """One sandbox server process and its pipes."""
+
+    def __init__(self, isolation_required: bool) -> None:
+        package_root = Path(rltf.__file__).resolve().parent
+        hidden = [str(package_root / "data")] if (package_root / "data").is_dir() else []
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(package_root.parent),
+            "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "LANG": "C.UTF-8",
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-s", "-m", "rltf.judge.server", *hidden],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=env, cwd="/", start_new_session=True,
+        )
+        self.job_index: int | None = None
+        self.deadline = 0.0
+        selector = selectors.DefaultSelector()
+        selector.register(self.stdout_fd, selectors.EVENT_READ)
+        ready = selector.select(START_TIMEOUT_S)
+        selector.close()
+        try:
+            if not ready:
+                raise wire.WireError("no answer")
+            self.isolation = wire.recv(self.stdout_fd)["ready"]
+        except (wire.WireError, KeyError, TypeError) as exc:
+            self.kill()
+            raise JudgeError(f"the sandbox server did not start: {exc}") from None
+        if isolation_required and not self.isolation.startswith("namespaces"):
+            self.kill()
+            raise JudgeError(f"namespace isolation was required but the server runs with {self.isolation}")
+
+    @property
+    def stdout_fd(self) -> int:
+        return self.process.stdout.fileno()
+
+    def send(self, index: int, job: dict, deadline: float) -> None:
+        self.job_index = index
+        self.deadline = deadline
+        wire.send(self.process.stdin.fileno(), job)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe:
+                pipe.close()
+
+
+class Judge:
+    """Runs untrusted programs against a problem's unit tests and returns typed verdicts.
+
+    ``with Judge(workers=2) as judge: judge.run(problem, program)``. Generated code never runs in
+    this process; every program runs in a sandbox server's child with time, memory, process,
+    file-size and output limits, namespaces where the OS allows it (see ``Verdict.isolation``).
+    """
+
+    def __init__(self, config: JudgeConfig | None = None, **overrides) -> None:
+        self.config = config or JudgeConfig()
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(self.config, key, value)
+        if self.config.isolation not in ("auto", "namespaces"):
+            raise ValueError(f"unknown isolation {self.config.isolation!r}")
+        self._required = self.config.isolation == "namespaces"
+        self._workers = [_Worker(self._required) for _ in range(max(1, self.config.workers))]
+
+    @property
+    def isolation(self) -> str:
+        return self._workers[0].isolation
+
+    def __enter__(self) -> Judge:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.kill()
+        self._workers = []
+
+    def _job(self, problem: Problem, program: str) -> dict:
+        validate_tests(problem.tests)
+        cfg = self.config
+        timeout = problem.time_limit_s or cfg.timeout_s
+        memory = problem.memory_limit_mb or cfg.memory_mb
+        limits = {"cpu_s": cfg.program_timeout_s, "memory_mb": memory, "max_processes": cfg.max_processes,
+                  "max_file_mb": cfg.max_output_mb}
+        return {"program": program, "tests": problem.tests, "entry_point": problem.entry_point,
+                "timeout_s": timeout, "program_timeout_s": cfg.program_timeout_s, "limits": limits,
+                "stop_on_first_failure": cfg.stop_on_first_failure}
+
+    def run(self, problem: Problem, program: str) -> Verdict:
+        return self.run_many([(problem, program)])[0]
+
+    def run_many(self, pairs: Iterable[tuple[Problem, str]],
+                 on_result: Callable[[int, Verdict], None] | None = None) -> list[Verdict]:
+        """Judge many programs across the pool; verdicts come back in input order.
+
+        A server that dies or stops answering is replaced and its job retried once; a second
+        failure yields an ``infra_error`` verdict, never a program failure.
+        """
+        pairs = list(pairs)
+        jobs = [self._job(problem, program) for problem, program in pairs]
+        verdicts: list[Verdict | None] = [None] * len(jobs)
+        tries = [0] * len(jobs)
+        pending = deque(range(len(jobs)))
+        selector = selectors.DefaultSelector()
+        busy: dict[int, _Worker] = {}
+
+        def finish(index: int, verdict: Verdict) -> None:
+            verdicts[index] = verdict
+            if on_result is not None:
+                on_result(index, verdict)
+
+        def fail(slot: int, worker: _Worker, reason: str) -> None:
+            selector.unregister(worker.stdout_fd)
+            del busy[worker.stdout_fd]
+            worker.kill()
+            index = worker.job_index
+            self._workers[slot] = _Worker(self._required)
+            if tries[index] < 2:
+                pending.appendleft(index)
+            else:
+                finish(index, Verdict.infra(reason, len(pairs[index][0].tests["cases"]), worker.isolation))
+
+        try:
+            while pending or busy:
+                for worker in self._workers:
+                    if pending and worker.stdout_fd not in busy:
+                        index = pending.popleft()
+                        tries[index] += 1
+                        deadline = time.monotonic() + jobs[index]["program_timeout_s"] + REPLY_SLACK_S
+                        worker.send(index, jobs[index], deadline)
+                        busy[worker.stdout_fd] = worker
+                        selector.register(worker.stdout_fd, selectors.EVENT_READ)
+                timeout = max(0.0, min(w.deadline for w in busy.values()) - time.monotonic())
+                for key, _ in selector.select(timeout):
+                    worker = busy[key.fd]
+                    slot = self._workers.index(worker)
+                    try:
+                        reply = wire.recv(worker.stdout_fd)
+                    except wire.WireError as exc:
+                        fail(slot, worker, f"sandbox server died: {exc}")
+                        continue
+                    selector.unregister(worker.stdout_fd)
+                    del busy[worker.stdout_fd]
+                    finish(worker.job_index, Verdict.from_dict(reply))
+                now = time.monotonic()
+                for worker in [w for w in busy.values() if w.deadline < now]:
+                    fail(self._workers.index(worker), worker, "sandbox server stopped answering")
+        finally:
+            selector.close()
+        return verdicts  # type: ignore[return-value]

@@ -1,0 +1,208 @@
+"""Operating-system isolation for the sandbox server and the program runners.
+
+The server process calls :func:`enter_namespaces` once at start-up. Where the kernel allows it
+(Linux with unprivileged user namespaces, or root) this puts the server in new user, mount, pid,
+network, IPC and UTS namespaces and swaps its file system for a minimal read-only view: the Python
+installation and system libraries, a private ``/tmp`` and a fresh ``/proc``. The judge's own files
+(problems, expected outputs, the vendored datasets) are not in that view, there is no network,
+and the server is pid 1 of its namespace, so one ``kill(-1)`` ends every process a program left
+behind. Where namespaces are not available the server runs with resource limits only and says so
+in every verdict's ``isolation`` field.
+
+Each runner additionally enters a nested user namespace (:func:`drop_privileges`), which leaves it
+without capabilities over the server's processes and memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import resource
+import signal
+import sys
+from dataclasses import dataclass
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
+
+NEW_ROOT = "/tmp/.rltf-sandbox-root"
+DEVICES = ("null", "zero", "random", "urandom")
+
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+class SandboxError(OSError):
+    pass
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise SandboxError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    def enc(text: str | None) -> bytes | None:
+        return text.encode() if text is not None else None
+
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+
+
+def prctl(option: int, value: int) -> None:
+    if _libc is not None:
+        _libc.prctl(option, value, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    namespaces: bool
+    description: str
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+def _bind_readonly(source: str, target: str) -> None:
+    os.makedirs(target, exist_ok=True)
+    _mount(source, target, None, MS_BIND | MS_REC)
+    flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID
+    st = os.statvfs(target)  # locked flags of the original mount must be kept, or remount fails
+    if st.f_flag & os.ST_NODEV:
+        flags |= MS_NODEV
+    if st.f_flag & os.ST_NOEXEC:
+        flags |= MS_NOEXEC
+    _mount(None, target, None, flags)
+
+
+def _visible_paths(hidden: list[str]) -> list[str]:
+    """Directories a Python program needs: system libraries and this interpreter's installation."""
+    candidates = ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc",
+                  sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))]
+    candidates += [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    chosen: list[str] = []
+    for path in sorted({os.path.abspath(p) for p in candidates if p and os.path.exists(p)}, key=len):
+        if any(path == c or path.startswith(c + "/") for c in chosen):
+            continue
+        if any(path == h or path.startswith(h + "/") for h in hidden):
+            continue
+        chosen.append(path)
+    return chosen
+
+
+def _build_root(hidden: list[str], tmp_size_mb: int) -> None:
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    os.makedirs(NEW_ROOT, exist_ok=True)
+    _mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    for path in _visible_paths(hidden):
+        target = NEW_ROOT + path
+        if os.path.islink(path):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.symlink(os.readlink(path), target)
+        else:
+            _bind_readonly(path, target)
+    for path in hidden:  # e.g. the package's own data inside a visible site-packages
+        target = NEW_ROOT + path
+        if os.path.isdir(target):
+            _mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k")
+    for name in ("proc", "tmp", "dev"):
+        os.makedirs(f"{NEW_ROOT}/{name}", exist_ok=True)
+    _mount("proc", f"{NEW_ROOT}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _mount("tmpfs", f"{NEW_ROOT}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size_mb}m,mode=1777")
+    for dev in DEVICES:
+        target = f"{NEW_ROOT}/dev/{dev}"
+        open(target, "w").close()
+        _mount(f"/dev/{dev}", target, None, MS_BIND)
+    old_root = f"{NEW_ROOT}/.old-root"
+    os.makedirs(old_root, exist_ok=True)
+    _check(_libc.syscall(SYS_PIVOT_ROOT, NEW_ROOT.encode(), old_root.encode()), "pivot_root")
+    os.chdir("/")
+    _check(_libc.umount2(b"/.old-root", MNT_DETACH), "umount old root")
+    os.rmdir("/.old-root")
+    _mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+
+
+def enter_namespaces(hidden: list[str], tmp_size_mb: int = 512) -> SandboxInfo:
+    """Move this (single-threaded) process into fresh namespaces; fall back to limits only.
+
+    On success the calling process continues as pid 1 of the new pid namespace: the original
+    process stays outside as a waiter that mirrors its exit status.
+    """
+    if _libc is None or SYS_PIVOT_ROOT is None:
+        return SandboxInfo(False, f"rlimits only (no namespaces on {sys.platform}/{platform.machine()})")
+    uid, gid = os.getuid(), os.getgid()
+    flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+    if _libc.unshare(flags) != 0:
+        err = ctypes.get_errno()
+        return SandboxInfo(False, f"rlimits only (namespaces unavailable: {os.strerror(err)})")
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"0 {uid} 1")
+    _write("/proc/self/gid_map", f"0 {gid} 1")
+    child = os.fork()
+    if child:
+        _wait_and_mirror(child)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _build_root(hidden, tmp_size_mb)
+    return SandboxInfo(True, "namespaces(user,pid,net,mount,ipc,uts)+readonly-root+rlimits+nested-userns")
+
+
+def _wait_and_mirror(child: int) -> None:
+    """The outer half: stay alive while the namespaced server runs, then exit with its status."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(child, signal.SIGKILL))
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except ChildProcessError:
+            status = 0
+            break
+        except InterruptedError:
+            continue
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def drop_privileges() -> bool:
+    """Enter a nested user namespace so the runner holds no capabilities over the server."""
+    return _libc is not None and _libc.unshare(CLONE_NEWUSER) == 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpu_s: float
+    memory_mb: int
+    max_processes: int
+    max_file_mb: int
+    max_open_files: int = 256
+
+
+def apply_limits(limits: Limits) -> None:
+    """Resource limits for a runner process; children inherit them."""
+    cpu = max(1, int(limits.cpu_s + 0.999))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    memory = limits.memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
+    size = limits.max_file_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

@@ -1,0 +1,453 @@
+"""The sandbox server: a warm, namespaced process that judges one program at a time.
+
+The judge starts one server per worker (``python -m rltf.judge.server``) and talks to it over
+its standard input and output with length-prefixed JSON. For every job the server
+
+1. has already forked a runner (before reading the job, so the runner's memory holds no expected
+   values),
+2. sends the runner the program and the test inputs only,
+3. drives the tests itself: for ``assert`` tests it executes the dataset's test code here, where
+   every name the program defines is a proxy whose calls go to the runner and whose results come
+   back as plain builtins; for ``call`` tests it calls the function through the same channel; for
+   ``stdio`` tests it reads each output file and compares it,
+4. kills everything the program started and wipes the working directory.
+
+The verdict therefore only ever travels on a pipe the runner does not hold, and only after the
+tests ran here.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import contextlib
+import functools
+import gc
+import importlib
+import os
+import select
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rltf.judge import compare, runner, sandbox, wire
+from rltf.judge.verdict import ErrorInfo, TestResult, Verdict
+
+PRELOAD = ("array", "bisect", "collections", "copy", "datetime", "decimal", "fractions", "functools", "hashlib",
+           "heapq", "itertools", "json", "math", "operator", "random", "re", "statistics", "string", "sys", "typing")
+SIGNAL_PHASE = {signal.SIGXCPU: "timeout", signal.SIGXFSZ: "output_limit", signal.SIGSEGV: "runtime",
+                signal.SIGBUS: "runtime", signal.SIGFPE: "runtime", signal.SIGABRT: "runtime",
+                signal.SIGILL: "runtime"}
+MAX_OUTPUT_READ = 64 * 1024 * 1024
+
+
+class ProgramError(Exception):
+    """An exception raised inside the program, re-raised in the test code that called it."""
+
+    record: dict[str, Any]
+
+
+class RunnerGone(Exception):
+    """The runner stopped answering: it died, was killed for a limit, or timed out."""
+
+    def __init__(self, error: ErrorInfo) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class HarnessLimit(Exception):
+    """A test needs something the harness cannot do (e.g. pass a lambda into the program)."""
+
+
+_exception_classes: dict[str, type] = {}
+
+
+def _program_exception(record: dict[str, Any]) -> ProgramError:
+    """An exception the test code can catch as the program's builtin type (``except ValueError``)."""
+    name = record["type"]
+    cls = _exception_classes.get(name)
+    if cls is None:
+        base = getattr(builtins, name, None)
+        cls = ProgramError
+        if isinstance(base, type) and issubclass(base, Exception) and base is not Exception:
+            try:
+                cls = type(name, (ProgramError, base), {})
+            except TypeError:
+                cls = ProgramError
+        _exception_classes[name] = cls
+    exc = cls(record["message"])
+    exc.record = record
+    return exc
+
+
+@dataclass
+class Runner:
+    pid: int
+    job_fd: int
+    chan_fd: int
+
+
+class Channel:
+    """Request/response with the runner under a deadline; raises RunnerGone on any failure."""
+
+    def __init__(self, server: Server, run: Runner) -> None:
+        self.server = server
+        self.run = run
+        self.deadline = float("inf")
+
+    def receive(self) -> Any:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0 or not select.select([self.run.chan_fd], [], [], remaining)[0]:
+            raise RunnerGone(self.server.stop_runner(self.run, timed_out=True))
+        try:
+            return wire.recv(self.run.chan_fd)
+        except wire.WireError:
+            raise RunnerGone(self.server.stop_runner(self.run)) from None
+
+    def request(self, message: dict[str, Any]) -> Any:
+        try:
+            wire.send(self.run.chan_fd, message)
+        except OSError:
+            raise RunnerGone(self.server.stop_runner(self.run)) from None
+        reply = self.receive()
+        if not isinstance(reply, dict):
+            raise RunnerGone(ErrorInfo("runtime", "ProtocolError", "malformed reply from the program"))
+        if "error" in reply:
+            raise _program_exception(_checked_record(reply["error"]))
+        try:
+            return wire.decode(reply.get("ok"), lambda rid, name: wire.Remote(self, rid, name))
+        except (wire.WireError, TypeError, ValueError) as exc:
+            raise RunnerGone(ErrorInfo("runtime", "ProtocolError", f"undecodable value: {exc}")) from None
+
+
+def _checked_record(record: Any) -> dict[str, Any]:
+    """Error records come from the untrusted side: keep only well-typed fields."""
+    if not isinstance(record, dict):
+        record = {}
+    phase = record.get("phase")
+    line = record.get("line")
+    return {
+        "phase": phase if phase in ("compile", "runtime", "memory", "output_limit") else "runtime",
+        "type": str(record.get("type") or "Error")[:200],
+        "message": str(record.get("message") or "")[:2000],
+        "line": line if isinstance(line, int) and not isinstance(line, bool) and line > 0 else None,
+    }
+
+
+def _error(record: dict[str, Any]) -> ErrorInfo:
+    rec = _checked_record(record)
+    return ErrorInfo(rec["phase"], rec["type"], rec["message"], rec["line"])
+
+
+def program_names(setup: str, cases: list[str], entry_point: str | None) -> set[str]:
+    """Names the tests use that only the program can define: they become proxies into the runner.
+
+    Builtins and names the test code binds itself resolve on the trusted side, so a program that
+    shadows ``set`` or ``isclose`` cannot change what the tests compute.
+    """
+    loaded: set[str] = set()
+    bound: set[str] = set()
+    for source in (setup, *cases):
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Name):
+                (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.add(node.name)
+            elif isinstance(node, ast.alias):
+                bound.add((node.asname or node.name).split(".")[0])
+            elif isinstance(node, ast.arg):
+                bound.add(node.arg)
+            elif isinstance(node, ast.ExceptHandler) and node.name:
+                bound.add(node.name)
+    names = loaded - bound - set(dir(builtins))
+    if entry_point:
+        names.add(entry_point)
+    return names
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled_tests(setup: str, cases: tuple[str, ...], entry_point: str | None):
+    """RL judges the same problem many times: parse and compile its tests once."""
+    names = program_names(setup, list(cases), entry_point)
+    compiled = [compile(case, f"<test {i}>", "exec") for i, case in enumerate(cases)]
+    return names, compile(setup, "<setup>", "exec"), compiled
+
+
+class Server:
+    def __init__(self, job_in: int, verdict_out: int, info: sandbox.SandboxInfo) -> None:
+        self.job_in = job_in
+        self.verdict_out = verdict_out
+        self.info = info
+        self.job_dir = "/tmp/job" if info.namespaces else tempfile.mkdtemp(prefix="rltf-job-")
+
+    # -- runner lifecycle -------------------------------------------------------------------
+    def fork_runner(self) -> Runner:
+        os.makedirs(self.job_dir, exist_ok=True)
+        job_r, job_w = os.pipe()
+        chan_server, chan_runner = _socketpair()
+        pid = os.fork()
+        if pid == 0:
+            runner.runner_main(job_r, chan_runner, self.job_dir, self.info.namespaces)
+        os.close(job_r)
+        os.close(chan_runner)
+        return Runner(pid, job_w, chan_server)
+
+    def stop_runner(self, run: Runner, timed_out: bool = False) -> ErrorInfo:
+        """Kill the runner and say why it ended (the error that ends the remaining tests)."""
+        if timed_out:
+            _kill(run.pid)
+        status = _reap(run.pid)
+        if timed_out:
+            return ErrorInfo("timeout", "TimeoutError", "time limit exceeded")
+        if status is None:
+            return ErrorInfo("killed", "Killed", "the program's process disappeared")
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            name = signal.Signals(sig).name if sig in signal.Signals.__members__.values() else str(sig)
+            phase = SIGNAL_PHASE.get(sig, "killed")
+            if sig == signal.SIGKILL:
+                phase = "killed"
+            message = {"timeout": "CPU time limit exceeded", "output_limit": "output size limit exceeded"}.get(
+                phase, f"terminated by {name}")
+            return ErrorInfo(phase, "TimeoutError" if phase == "timeout" else name, message)
+        code = os.WEXITSTATUS(status)
+        return ErrorInfo("runtime", "EarlyExit", f"the program exited with status {code} before the tests finished")
+
+    def cleanup(self, run: Runner) -> None:
+        for fd in (run.job_fd, run.chan_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self.info.namespaces:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(-1, signal.SIGKILL)  # pid 1 of our namespace: every other process here
+            while True:
+                try:
+                    os.waitpid(-1, 0)
+                except ChildProcessError:
+                    break
+        else:
+            _kill(run.pid, group=True)
+            _reap(run.pid)
+        if os.listdir(self.job_dir):
+            shutil.rmtree(self.job_dir, ignore_errors=True)
+
+    # -- one job -----------------------------------------------------------------------------
+    def judge(self, job: dict[str, Any], run: Runner) -> Verdict:
+        started = time.monotonic()
+        tests = job["tests"]
+        total = len(tests["cases"])
+        self.job_deadline = started + job["program_timeout_s"]
+        limits = job["limits"]
+        mode = "stdio" if tests["kind"] == "stdio" else "calls"
+        message = {"mode": mode, "source": job["program"], "limits": limits, "test_timeout_s": job["timeout_s"]}
+        if mode == "stdio":
+            message["inputs"] = [case["input"] for case in tests["cases"]]
+        channel = Channel(self, run)
+        results: list[TestResult] = []
+        error: ErrorInfo | None = None
+        try:
+            wire.send(run.job_fd, message)
+            channel.deadline = min(time.monotonic() + job["timeout_s"] + 1.0, self.job_deadline)
+            event = channel.receive()
+            if event.get("event") in ("compile_error", "load_error"):
+                rec = event["error"]
+                if event["event"] == "compile_error":
+                    rec["phase"] = "compile"
+                    error = ErrorInfo("compile", str(rec.get("type"))[:200], str(rec.get("message"))[:2000],
+                                      _checked_record(rec)["line"])
+                else:
+                    error = _error(rec)
+            elif tests["kind"] == "stdio":
+                results, error = self._stdio_tests(job, channel)
+            else:
+                results, error = self._call_tests(job, channel)
+        except RunnerGone as gone:
+            error = gone.error
+        except HarnessLimit as exc:
+            return Verdict.infra(f"test harness limitation: {exc}", total, self.info.description)
+        results += [TestResult("not_run")] * (total - len(results))
+        passed = sum(r.status == "pass" for r in results)
+        if error is None:
+            error = next((r.error for r in results if r.status == "error"), None)
+        if error is not None:
+            status = "error"
+        elif total == 0:
+            return Verdict.infra("the problem has no tests", 0, self.info.description)
+        else:
+            status = "pass" if passed == total else "fail"
+        return Verdict(status, passed, total, error, tuple(results), time.monotonic() - started,
+                       self.info.description)
+
+    def _test_deadline(self, job: dict[str, Any]) -> float:
+        return min(time.monotonic() + job["timeout_s"], self.job_deadline)
+
+    def _call_tests(self, job: dict[str, Any], channel: Channel) -> tuple[list[TestResult], ErrorInfo | None]:
+        tests = job["tests"]
+        stop_early = job["stop_on_first_failure"]
+        results: list[TestResult] = []
+        if tests["kind"] == "call":
+            run_case = self._call_case(tests, channel)
+        else:
+            run_case = self._assert_case(tests, job.get("entry_point"), channel)
+            if isinstance(run_case, TestResult):  # the setup failed: nothing can run
+                return [], run_case.error
+        for index in range(len(tests["cases"])):
+            channel.deadline = self._test_deadline(job)
+            started = time.monotonic()
+            try:
+                status, error = run_case(index)
+            except RunnerGone as gone:
+                results.append(TestResult("error", time.monotonic() - started, gone.error))
+                return results, gone.error
+            results.append(TestResult(status, time.monotonic() - started, error))
+            if stop_early and status != "pass":
+                break
+        return results, None
+
+    def _call_case(self, tests: dict[str, Any], channel: Channel):
+        def run_case(index: int) -> tuple[str, ErrorInfo | None]:
+            case = tests["cases"][index]
+            try:
+                value = channel.request({"op": "apps_call", "fn_name": tests["fn_name"],
+                                         "args": wire.encode(case["args"])})
+            except ProgramError as exc:
+                return "error", _error(exc.record)
+            return ("pass" if compare.call_result_matches(value, case["expected"]) else "fail"), None
+        return run_case
+
+    def _assert_case(self, tests: dict[str, Any], entry_point: str | None, channel: Channel):
+        names, setup, compiled = _compiled_tests(tests.get("setup", ""), tuple(tests["cases"]), entry_point)
+        namespace: dict[str, Any] = {"__name__": "__test__", "__builtins__": builtins}
+        for name in names:
+            namespace[name] = wire.Remote(channel, name, "")
+        channel.deadline = min(time.monotonic() + 30.0, self.job_deadline)
+        try:
+            exec(setup, namespace)
+        except RunnerGone:
+            raise
+        except ProgramError as exc:
+            return TestResult("error", 0.0, _error(exc.record))
+        except wire.Unencodable as exc:
+            raise HarnessLimit(str(exc)) from None
+        except Exception as exc:
+            return TestResult("error", 0.0, ErrorInfo("runtime", type(exc).__name__, f"in test setup: {exc}"))
+
+        def run_case(index: int) -> tuple[str, ErrorInfo | None]:
+            try:
+                exec(compiled[index], namespace)
+            except RunnerGone:
+                raise
+            except ProgramError as exc:
+                return "error", _error(exc.record)
+            except AssertionError:
+                return "fail", None
+            except wire.Unencodable as exc:
+                raise HarnessLimit(str(exc)) from None
+            except RecursionError as exc:
+                return "error", ErrorInfo("runtime", "RecursionError", f"in test code: {exc}")
+            except Exception as exc:
+                return "error", ErrorInfo("runtime", type(exc).__name__, f"in test code: {exc}"[:2000])
+            return "pass", None
+        return run_case
+
+    def _stdio_tests(self, job: dict[str, Any], channel: Channel) -> tuple[list[TestResult], ErrorInfo | None]:
+        cases = job["tests"]["cases"]
+        results: list[TestResult] = []
+        for index, case in enumerate(cases):
+            channel.deadline = min(time.monotonic() + job["timeout_s"] + 1.0, self.job_deadline)
+            try:
+                event = channel.receive()
+            except RunnerGone as gone:
+                results.append(TestResult("error", job["timeout_s"], gone.error))
+                return results, gone.error
+            if not isinstance(event, dict) or event.get("index") != index:
+                error = ErrorInfo("runtime", "ProtocolError", "unexpected message from the runner")
+                results.append(TestResult("error", 0.0, error))
+                return results, error
+            result = self._stdio_result(event, case, index)
+            results.append(result)
+            if job["stop_on_first_failure"] and result.status != "pass":
+                break
+        return results, None
+
+    def _stdio_result(self, event: dict[str, Any], case: dict[str, Any], index: int) -> TestResult:
+        elapsed = float(event.get("time_s", 0.0))
+        outcome = event.get("outcome")
+        if outcome == "timeout":
+            return TestResult("error", elapsed, ErrorInfo("timeout", "TimeoutError", "time limit exceeded"))
+        if outcome == "signal":
+            sig = int(event.get("signal", 0))
+            phase = SIGNAL_PHASE.get(sig, "killed")
+            name = signal.Signals(sig).name if sig in signal.Signals.__members__.values() else str(sig)
+            return TestResult("error", elapsed, ErrorInfo(phase, "TimeoutError" if phase == "timeout" else name,
+                                                          f"terminated by {name}"))
+        if event.get("code", 1) != 0 or "error" in event:
+            record = event.get("error") or {"type": "NonZeroExit", "message": f"exit status {event.get('code')}"}
+            return TestResult("error", elapsed, _error(record))
+        try:
+            with open(os.path.join(self.job_dir, f"out_{index}.txt"), "rb") as handle:
+                output = handle.read(MAX_OUTPUT_READ).decode("utf-8", errors="replace")
+        except OSError:
+            output = ""
+        return TestResult("pass" if compare.outputs_match(output, case["output"]) else "fail", elapsed)
+
+    # -- main loop ---------------------------------------------------------------------------
+    def serve(self) -> None:
+        run = self.fork_runner()
+        while True:
+            try:
+                job = wire.recv(self.job_in)
+            except wire.WireError:
+                return
+            try:
+                verdict = self.judge(job, run)
+            except Exception as exc:  # a harness bug must not look like a program failure
+                verdict = Verdict.infra(f"{type(exc).__name__}: {exc}", len(job["tests"]["cases"]),
+                                        self.info.description)
+            wire.send(self.verdict_out, verdict.to_dict())
+            self.cleanup(run)
+            run = self.fork_runner()
+
+
+def _socketpair() -> tuple[int, int]:
+    import socket
+
+    a, b = socket.socketpair()
+    return a.detach(), b.detach()
+
+
+def _kill(pid: int, group: bool = False) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        (os.killpg if group else os.kill)(pid, signal.SIGKILL)
+
+
+def _reap(pid: int) -> int | None:
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return None
+
+
+def main() -> None:
+    """Entry point of ``python -m rltf.judge.server``; argv[1:] are paths to hide from programs."""
+    job_in = os.dup(0)
+    verdict_out = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
+    info = sandbox.enter_namespaces(hidden=sys.argv[1:])
+    for name in PRELOAD:
+        importlib.import_module(name)
+    gc.freeze()  # forked runners then leave the preloaded objects alone: fewer copy-on-write faults
+    wire.send(verdict_out, {"ready": info.description})
+    Server(job_in, verdict_out, info).serve()
+
+
+if __name__ == "__main__":
+    main()
