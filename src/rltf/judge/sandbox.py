@@ -19,7 +19,6 @@ import ctypes
 import os
 import platform
 import resource
-import signal
 import sys
 from dataclasses import dataclass
 
@@ -109,7 +108,11 @@ def _visible_paths(hidden: list[str]) -> list[str]:
     return chosen
 
 
-def _build_root(hidden: list[str], tmp_size_mb: int) -> None:
+def build_root(hidden: list[str], job_dir: str, job_dir_mb: int) -> None:
+    """Swap the mount namespace's file system for a read-only minimal view (run by pid 1).
+
+    Only ``job_dir`` (a small tmpfs) is writable; ``/proc`` shows this pid namespace alone.
+    """
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     os.makedirs(NEW_ROOT, exist_ok=True)
     _mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
@@ -124,10 +127,10 @@ def _build_root(hidden: list[str], tmp_size_mb: int) -> None:
         target = NEW_ROOT + path
         if os.path.isdir(target):
             _mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k")
-    for name in ("proc", "tmp", "dev"):
+    for name in ("proc", "tmp", "dev", job_dir.strip("/")):
         os.makedirs(f"{NEW_ROOT}/{name}", exist_ok=True)
     _mount("proc", f"{NEW_ROOT}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    _mount("tmpfs", f"{NEW_ROOT}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size_mb}m,mode=1777")
+    _mount("tmpfs", NEW_ROOT + job_dir, "tmpfs", MS_NOSUID | MS_NODEV, f"size={job_dir_mb}m,mode=1777")
     for dev in DEVICES:
         target = f"{NEW_ROOT}/dev/{dev}"
         open(target, "w").close()
@@ -141,11 +144,11 @@ def _build_root(hidden: list[str], tmp_size_mb: int) -> None:
     _mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
 
 
-def enter_namespaces(hidden: list[str], tmp_size_mb: int = 512) -> SandboxInfo:
-    """Move this (single-threaded) process into fresh namespaces; fall back to limits only.
+def unshare_namespaces() -> SandboxInfo:
+    """Put this (single-threaded) process in new user, mount, net, IPC and UTS namespaces.
 
-    On success the calling process continues as pid 1 of the new pid namespace: the original
-    process stays outside as a waiter that mirrors its exit status.
+    The new pid namespace applies to the children: the first one forked becomes its pid 1.
+    Returns how the server is isolated; without namespaces it runs with resource limits only.
     """
     if _libc is None or SYS_PIVOT_ROOT is None:
         return SandboxInfo(False, f"rlimits only (no namespaces on {sys.platform}/{platform.machine()})")
@@ -157,28 +160,7 @@ def enter_namespaces(hidden: list[str], tmp_size_mb: int = 512) -> SandboxInfo:
     _write("/proc/self/setgroups", "deny")
     _write("/proc/self/uid_map", f"0 {uid} 1")
     _write("/proc/self/gid_map", f"0 {gid} 1")
-    child = os.fork()
-    if child:
-        _wait_and_mirror(child)
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    _build_root(hidden, tmp_size_mb)
     return SandboxInfo(True, "namespaces(user,pid,net,mount,ipc,uts)+readonly-root+rlimits+nested-userns")
-
-
-def _wait_and_mirror(child: int) -> None:
-    """The outer half: stay alive while the namespaced server runs, then exit with its status."""
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    signal.signal(signal.SIGTERM, lambda *_: os.kill(child, signal.SIGKILL))
-    while True:
-        try:
-            _, status = os.waitpid(child, 0)
-            break
-        except ChildProcessError:
-            status = 0
-            break
-        except InterruptedError:
-            continue
-    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
 def drop_privileges() -> bool:

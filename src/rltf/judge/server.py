@@ -24,10 +24,12 @@ import contextlib
 import functools
 import gc
 import importlib
+import json
 import os
 import select
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -43,6 +45,8 @@ SIGNAL_PHASE = {signal.SIGXCPU: "timeout", signal.SIGXFSZ: "output_limit", signa
                 signal.SIGBUS: "runtime", signal.SIGFPE: "runtime", signal.SIGABRT: "runtime",
                 signal.SIGILL: "runtime"}
 MAX_OUTPUT_READ = 64 * 1024 * 1024
+JOB_DIR = "/job"
+JOB_DIR_MB = 256
 
 
 class ProgramError(Exception):
@@ -89,6 +93,7 @@ class Runner:
     pid: int
     job_fd: int
     chan_fd: int
+    finished: bool = False
 
 
 class Channel:
@@ -177,30 +182,113 @@ def _compiled_tests(setup: str, cases: tuple[str, ...], entry_point: str | None)
     return names, compile(setup, "<setup>", "exec"), compiled
 
 
+class Zygote:
+    """The process that forks runners: it never sees a job, so runners inherit no test data.
+
+    With namespaces it is pid 1 of the sandbox's pid namespace: it builds the read-only file
+    system, and ``kill(-1)`` from it ends every process a program started. The checker (the
+    server's main process) stays outside that pid namespace, out of the programs' reach.
+    """
+
+    def __init__(self, info: sandbox.SandboxInfo, hidden: list[str], job_dir: str) -> None:
+        self.info = info
+        self.job_dir = job_dir
+        self.sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.pid = os.fork()
+        if self.pid == 0:
+            self.sock.close()
+            self._main(child_sock, hidden)
+        child_sock.close()
+        if json.loads(self.sock.recv(4096)) != "ready":
+            raise RuntimeError("the zygote did not start")
+
+    # client side (checker) ---------------------------------------------------------------------
+    def fork_runner(self) -> Runner:
+        self.sock.send(b'"fork"')
+        message, fds, _, _ = socket.recv_fds(self.sock, 4096, 2)
+        return Runner(json.loads(message), fds[0], fds[1])
+
+    def finish(self, run: Runner) -> int | None:
+        """Kill the runner and everything it started; return the runner's wait status."""
+        for fd in (run.job_fd, run.chan_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.sock.send(json.dumps(run.pid).encode())
+        return json.loads(self.sock.recv(4096))
+
+    # zygote side ---------------------------------------------------------------------------------
+    def _main(self, sock: socket.socket, hidden: list[str]) -> None:
+        code = 0
+        try:
+            sandbox.prctl(sandbox.PR_SET_PDEATHSIG, signal.SIGKILL)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if self.info.namespaces:
+                sandbox.build_root(hidden, self.job_dir, JOB_DIR_MB)
+            for name in PRELOAD:
+                importlib.import_module(name)
+            gc.freeze()  # forked runners then leave the preloaded objects alone: fewer copy-on-write faults
+            sock.send(b'"ready"')
+            while True:
+                request = sock.recv(4096)
+                if not request:
+                    break
+                command = json.loads(request)
+                if command == "fork":
+                    self._fork(sock)
+                else:
+                    sock.send(json.dumps(self._finish(command)).encode())
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+
+    def _fork(self, sock: socket.socket) -> None:
+        job_r, job_w = os.pipe()
+        chan_checker, chan_runner = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            runner.runner_main(job_r, chan_runner.fileno(), self.job_dir, self.info.namespaces)
+        os.close(job_r)
+        chan_runner.close()
+        socket.send_fds(sock, [json.dumps(pid).encode()], [job_w, chan_checker.fileno()])
+        os.close(job_w)
+        chan_checker.close()
+
+    def _finish(self, pid: int) -> int | None:
+        if self.info.namespaces:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(-1, signal.SIGKILL)  # pid 1 of the namespace: every other process in it
+        else:
+            _kill(pid, group=True)
+            _kill(pid)
+        status = _reap(pid)
+        while True:  # reap whatever else ended (all of it, inside a namespace)
+            try:
+                if os.waitpid(-1, 0 if self.info.namespaces else os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        for entry in os.scandir(self.job_dir):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+        return status
+
+
 class Server:
-    def __init__(self, job_in: int, verdict_out: int, info: sandbox.SandboxInfo) -> None:
+    def __init__(self, job_in: int, verdict_out: int, info: sandbox.SandboxInfo, hidden: list[str]) -> None:
         self.job_in = job_in
         self.verdict_out = verdict_out
         self.info = info
-        self.job_dir = "/tmp/job" if info.namespaces else tempfile.mkdtemp(prefix="rltf-job-")
-
-    # -- runner lifecycle -------------------------------------------------------------------
-    def fork_runner(self) -> Runner:
-        os.makedirs(self.job_dir, exist_ok=True)
-        job_r, job_w = os.pipe()
-        chan_server, chan_runner = _socketpair()
-        pid = os.fork()
-        if pid == 0:
-            runner.runner_main(job_r, chan_runner, self.job_dir, self.info.namespaces)
-        os.close(job_r)
-        os.close(chan_runner)
-        return Runner(pid, job_w, chan_server)
+        self.job_dir = JOB_DIR if info.namespaces else tempfile.mkdtemp(prefix="rltf-job-")
+        self.zygote = Zygote(info, hidden, self.job_dir)
 
     def stop_runner(self, run: Runner, timed_out: bool = False) -> ErrorInfo:
-        """Kill the runner and say why it ended (the error that ends the remaining tests)."""
-        if timed_out:
-            _kill(run.pid)
-        status = _reap(run.pid)
+        """End the runner and say why it ended (the error that ends the remaining tests)."""
+        status = self.zygote.finish(run)
+        run.finished = True
         if timed_out:
             return ErrorInfo("timeout", "TimeoutError", "time limit exceeded")
         if status is None:
@@ -209,31 +297,11 @@ class Server:
             sig = os.WTERMSIG(status)
             name = signal.Signals(sig).name if sig in signal.Signals.__members__.values() else str(sig)
             phase = SIGNAL_PHASE.get(sig, "killed")
-            if sig == signal.SIGKILL:
-                phase = "killed"
             message = {"timeout": "CPU time limit exceeded", "output_limit": "output size limit exceeded"}.get(
                 phase, f"terminated by {name}")
             return ErrorInfo(phase, "TimeoutError" if phase == "timeout" else name, message)
         code = os.WEXITSTATUS(status)
         return ErrorInfo("runtime", "EarlyExit", f"the program exited with status {code} before the tests finished")
-
-    def cleanup(self, run: Runner) -> None:
-        for fd in (run.job_fd, run.chan_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        if self.info.namespaces:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(-1, signal.SIGKILL)  # pid 1 of our namespace: every other process here
-            while True:
-                try:
-                    os.waitpid(-1, 0)
-                except ChildProcessError:
-                    break
-        else:
-            _kill(run.pid, group=True)
-            _reap(run.pid)
-        if os.listdir(self.job_dir):
-            shutil.rmtree(self.job_dir, ignore_errors=True)
 
     # -- one job -----------------------------------------------------------------------------
     def judge(self, job: dict[str, Any], run: Runner) -> Verdict:
@@ -397,7 +465,7 @@ class Server:
 
     # -- main loop ---------------------------------------------------------------------------
     def serve(self) -> None:
-        run = self.fork_runner()
+        run = self.zygote.fork_runner()
         while True:
             try:
                 job = wire.recv(self.job_in)
@@ -409,15 +477,9 @@ class Server:
                 verdict = Verdict.infra(f"{type(exc).__name__}: {exc}", len(job["tests"]["cases"]),
                                         self.info.description)
             wire.send(self.verdict_out, verdict.to_dict())
-            self.cleanup(run)
-            run = self.fork_runner()
-
-
-def _socketpair() -> tuple[int, int]:
-    import socket
-
-    a, b = socket.socketpair()
-    return a.detach(), b.detach()
+            if not run.finished:
+                self.zygote.finish(run)
+            run = self.zygote.fork_runner()
 
 
 def _kill(pid: int, group: bool = False) -> None:
@@ -440,13 +502,10 @@ def main() -> None:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
-    info = sandbox.enter_namespaces(hidden=sys.argv[1:])
-    for name in PRELOAD:
-        importlib.import_module(name)
-    gc.freeze()  # forked runners then leave the preloaded objects alone: fewer copy-on-write faults
+    info = sandbox.unshare_namespaces()
+    server = Server(job_in, verdict_out, info, hidden=sys.argv[1:])
     wire.send(verdict_out, {"ready": info.description})
-    Server(job_in, verdict_out, info).serve()
+    server.serve()
 
 
 if __name__ == "__main__":
