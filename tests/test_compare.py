@@ -107,3 +107,9 @@ def test_encoding_round_trips_builtins():
 def test_decoding_rejects_unknown_tags():
     with pytest.raises(wire.WireError):
         wire.decode(["Q", 1])
+
+
+def test_builtin_functions_and_classes_travel_by_name():
+    assert wire.decode(wire.encode([int, len, ValueError])) == [int, len, ValueError]
+    with pytest.raises(wire.WireError):
+        wire.decode(["N", "__import__"])

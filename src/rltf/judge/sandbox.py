@@ -15,7 +15,9 @@ without capabilities over the server's processes and memory.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
 import os
 import platform
 import resource
@@ -43,6 +45,7 @@ PR_SET_DUMPABLE = 4
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
 
 NEW_ROOT = "/tmp/.rltf-sandbox-root"
+NOBODY = 65534
 DEVICES = ("null", "zero", "random", "urandom")
 
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
@@ -108,21 +111,29 @@ def _visible_paths(hidden: list[str]) -> list[str]:
     return chosen
 
 
-def build_root(hidden: list[str], job_dir: str, job_dir_mb: int) -> None:
+def build_root(info: SandboxInfo, hidden: list[str], job_dir: str, job_dir_mb: int) -> None:
     """Swap the mount namespace's file system for a read-only minimal view (run by pid 1).
 
     Only ``job_dir`` (a small tmpfs) is writable; ``/proc`` shows this pid namespace alone.
+    The visible directories are opened first: once the process is the sandbox user it may not be
+    allowed to walk to them (``/root`` is private), but it can still mount what it holds open.
     """
+    visible = _visible_paths(hidden)
+    links = {path: os.readlink(path) for path in visible if os.path.islink(path)}
+    handles = {path: os.open(path, os.O_PATH) for path in visible if path not in links}
+    become_sandbox_user(info)
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     os.makedirs(NEW_ROOT, exist_ok=True)
     _mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
-    for path in _visible_paths(hidden):
+    for path in visible:
         target = NEW_ROOT + path
-        if os.path.islink(path):
+        if path in links:
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            os.symlink(os.readlink(path), target)
+            os.symlink(links[path], target)
         else:
-            _bind_readonly(path, target)
+            handle = handles.pop(path)
+            _bind_readonly(f"/proc/self/fd/{handle}", target)
+            os.close(handle)
     for path in hidden:  # e.g. the package's own data inside a visible site-packages
         target = NEW_ROOT + path
         if os.path.isdir(target):
@@ -154,13 +165,49 @@ def unshare_namespaces() -> SandboxInfo:
         return SandboxInfo(False, f"rlimits only (no namespaces on {sys.platform}/{platform.machine()})")
     uid, gid = os.getuid(), os.getgid()
     flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
-    if _libc.unshare(flags) != 0:
+    if uid == 0:
+        # Root is exempt from RLIMIT_NPROC, so programs must run as someone else: ``nobody``.
+        # Only a process outside the new namespace may map another uid, hence the helper; the
+        # zygote switches to that uid with :func:`become_sandbox_user` once the mounts are done.
+        go_r, go_w = os.pipe()
+        helper = os.fork()
+        if helper == 0:
+            os.close(go_w)
+            os.read(go_r, 1)
+            parent = os.getppid()
+            try:
+                _write(f"/proc/{parent}/uid_map", f"0 {NOBODY} 1")
+                _write(f"/proc/{parent}/gid_map", f"0 {NOBODY} 1")
+            except OSError:
+                os._exit(1)
+            os._exit(0)
+        os.close(go_r)
+        unshared = _libc.unshare(flags) == 0
         err = ctypes.get_errno()
-        return SandboxInfo(False, f"rlimits only (namespaces unavailable: {os.strerror(err)})")
-    _write("/proc/self/setgroups", "deny")
-    _write("/proc/self/uid_map", f"0 {uid} 1")
-    _write("/proc/self/gid_map", f"0 {gid} 1")
+        os.write(go_w, b"x" if unshared else b"")
+        os.close(go_w)
+        mapped = os.waitpid(helper, 0)[1] == 0
+        if not unshared:
+            return SandboxInfo(False, f"rlimits only (namespaces unavailable: {os.strerror(err)})")
+        if not mapped:
+            raise SandboxError(errno.EPERM, "could not map the sandbox user")
+    else:
+        if _libc.unshare(flags) != 0:
+            err = ctypes.get_errno()
+            return SandboxInfo(False, f"rlimits only (namespaces unavailable: {os.strerror(err)})")
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"0 {uid} 1")
+        _write("/proc/self/gid_map", f"0 {gid} 1")
     return SandboxInfo(True, "namespaces(user,pid,net,mount,ipc,uts)+readonly-root+rlimits+nested-userns")
+
+
+def become_sandbox_user(info: SandboxInfo) -> None:
+    """Take the namespace's uid 0 for real (``nobody`` outside when the judge runs as root)."""
+    if info.namespaces and os.getuid() != 0:
+        with contextlib.suppress(PermissionError):
+            os.setgroups([])
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
 
 
 def drop_privileges() -> bool:

@@ -223,7 +223,7 @@ class Zygote:
             sandbox.prctl(sandbox.PR_SET_PDEATHSIG, signal.SIGKILL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             if self.info.namespaces:
-                sandbox.build_root(hidden, self.job_dir, JOB_DIR_MB)
+                sandbox.build_root(self.info, hidden, self.job_dir, JOB_DIR_MB)
             for name in PRELOAD:
                 importlib.import_module(name)
             gc.freeze()  # forked runners then leave the preloaded objects alone: fewer copy-on-write faults

@@ -5,12 +5,13 @@ strings, bytes, lists, tuples, dicts, sets). Whatever a program returns is rebui
 side from this description, so a custom ``__eq__`` or a lying ``__class__`` cannot survive the
 trip: the comparison with an expected value always runs between genuine builtins. Objects with no
 builtin description travel as opaque references (``["R", id, type name]``) that equal nothing
-but themselves.
+but themselves. Builtin functions and classes (``int``, ``len``) travel by name.
 """
 
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 import os
 import struct
@@ -114,6 +115,9 @@ def _encode_other(value: Any, cls: type, refs: dict[int, Any] | None, depth: int
         tag = "S" if issubclass(cls, set) else "F"
         base = set if tag == "S" else frozenset
         return [tag, *(encode(v, refs, depth + 1) for v in base.__iter__(value))]
+    name = getattr(value, "__name__", None)
+    if isinstance(name, str) and getattr(builtins, name, None) is value:  # int, len, ValueError...
+        return ["N", name]
     numpy = sys.modules.get("numpy")
     if numpy is not None and issubclass(cls, numpy.generic):
         return encode(numpy.generic.item(value), refs, depth)
@@ -198,6 +202,8 @@ def decode(data: Any, resolve: Any = None, depth: int = 0) -> Any:
         return base64.b64decode(items[0])
     if tag == "C":
         return complex(decode(items[0]), decode(items[1]))
+    if tag == "N" and isinstance(items[0], str) and not items[0].startswith("_") and hasattr(builtins, items[0]):
+        return getattr(builtins, items[0])
     if tag == "R" and resolve is not None:
         return resolve(items[0], items[1] if len(items) > 1 else "")
     raise WireError(f"unknown tag {tag!r}")
