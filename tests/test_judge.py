@@ -303,7 +303,8 @@ SNOOP = [
     # the harness's memory: every string the process holds
     "import gc\ndef f(*args):\n    for o in gc.get_objects():\n        if isinstance(o, (list, dict, tuple)):\n"
     "            for s in (o.values() if isinstance(o, dict) else o):\n"
-    "                if isinstance(s, str) and s.startswith('SECRET-'):\n                    return s\n    return None\n",
+    "                if isinstance(s, str) and s.startswith('SECRET-'):\n"
+    "                    return s\n    return None\n",
     # the harness's frames
     "import sys\ndef f(*args):\n    frame = sys._getframe()\n    while frame:\n"
     "        for v in list(frame.f_locals.values()) + list(frame.f_globals.values()):\n"
