@@ -369,3 +369,67 @@ def test_run_many_keeps_order_and_survives_hostile_neighbours(judge):
     verdicts = judge.run_many([(ADD, p) for p in programs])
     assert [v.status for v in verdicts] == ["pass", "error", "fail", "error"] * 3
     assert verdicts[1].error.phase == "killed"
+
+
+def test_c_stack_overflow_and_big_files(judge):
+    deep = "import sys\nsys.setrecursionlimit(10 ** 7)\ndef f(a, b):\n    return f(a, b) + 1\n"
+    v = judge.run(ADD, deep)
+    assert v.status == "error" and v.error.phase in ("runtime", "memory", "timeout")
+    big = "def f(a, b):\n    with open('big.bin', 'wb') as out:\n        out.write(b'x' * (64 << 20))\n" \
+          "    return a + b\n"
+    v = judge.run(ADD, big)
+    assert v.status == "error" and v.error.phase == "output_limit"
+
+
+def test_detached_processes_are_killed(judge):
+    marker = "4242.4242"
+    daemon = f"import subprocess\nsubprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n" \
+             "def f(a, b):\n    return a + b\n"
+    assert judge.run(ADD, daemon).status == "pass"
+    judge.run(ADD, "def f(a, b):\n    return a + b\n")  # the cleanup after a verdict is done by now
+    alive = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).endswith(marker)]
+    assert alive == []
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def test_a_dying_server_is_replaced_and_never_blamed_on_the_program():
+    import threading
+    import time
+
+    slow = "import time\ndef f(a, b):\n    time.sleep(0.3)\n    return a + b\n"
+    with Judge(workers=1) as j:
+        killer = threading.Timer(0.3, lambda: j._workers[0].process.kill())
+        killer.start()
+        v = j.run(ADD, slow)  # the first attempt loses its server; the retry passes
+        killer.join()
+        assert v.status == "pass"
+        stop = time.monotonic() + 4.0
+
+        def keep_killing():
+            while time.monotonic() < stop:
+                for worker in list(j._workers):
+                    worker.process.kill()
+                time.sleep(0.05)
+
+        thread = threading.Thread(target=keep_killing)
+        thread.start()
+        v = j.run(ADD, slow)
+        thread.join()
+        assert v.status == "infra_error" and v.passed == 0
+        assert j.run(ADD, "def f(a, b):\n    return a + b\n").status == "pass"
+
+
+def test_rlimits_only_mode_still_judges_and_says_so():
+    with Judge(workers=1, isolation="rlimits", timeout_s=1.0) as j:
+        v = j.run(ADD, "def f(a, b):\n    return a + b\n")
+        assert v.status == "pass" and v.isolation.startswith("rlimits")
+        assert j.run(ADD, "def f(a, b):\n    while True:\n        pass\n").error.phase == "timeout"
+        assert j.run(ADD, "import os\nos._exit(0)\n").status == "error"
+        assert j.run(SUM, "a, b = map(int, input().split())\nprint(a + b)\n").status == "pass"

@@ -32,7 +32,8 @@ class JudgeConfig:
     max_processes: int = 64
     max_output_mb: int = 16
     stop_on_first_failure: bool = False
-    isolation: str = "auto"  # "auto": namespaces where the OS allows; "namespaces": require them
+    # "auto": namespaces where the OS allows them; "namespaces": fail without them; "rlimits": never use them
+    isolation: str = "auto"
 
 
 class JudgeError(RuntimeError):
@@ -42,7 +43,7 @@ class JudgeError(RuntimeError):
 class _Worker:
     """One sandbox server process and its pipes."""
 
-    def __init__(self, isolation_required: bool) -> None:
+    def __init__(self, mode: str) -> None:
         package_root = Path(rltf.__file__).resolve().parent
         hidden = [str(package_root / "data")] if (package_root / "data").is_dir() else []
         env = {
@@ -56,7 +57,7 @@ class _Worker:
             "MKL_NUM_THREADS": "1",
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-s", "-m", "rltf.judge.server", *hidden],
+            [sys.executable, "-s", "-m", "rltf.judge.server", mode, *hidden],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env=env, cwd="/", start_new_session=True,
         )
@@ -73,7 +74,7 @@ class _Worker:
         except (wire.WireError, KeyError, TypeError) as exc:
             self.kill()
             raise JudgeError(f"the sandbox server did not start: {exc}") from None
-        if isolation_required and not self.isolation.startswith("namespaces"):
+        if mode == "namespaces" and not self.isolation.startswith("namespaces"):
             self.kill()
             raise JudgeError(f"namespace isolation was required but the server runs with {self.isolation}")
 
@@ -108,10 +109,9 @@ class Judge:
         for key, value in overrides.items():
             if value is not None:
                 setattr(self.config, key, value)
-        if self.config.isolation not in ("auto", "namespaces"):
+        if self.config.isolation not in ("auto", "namespaces", "rlimits"):
             raise ValueError(f"unknown isolation {self.config.isolation!r}")
-        self._required = self.config.isolation == "namespaces"
-        self._workers = [_Worker(self._required) for _ in range(max(1, self.config.workers))]
+        self._workers = [_Worker(self.config.isolation) for _ in range(max(1, self.config.workers))]
 
     @property
     def isolation(self) -> str:
@@ -167,7 +167,7 @@ class Judge:
             del busy[worker.stdout_fd]
             worker.kill()
             index = worker.job_index
-            self._workers[slot] = _Worker(self._required)
+            self._workers[slot] = _Worker(self.config.isolation)
             if tries[index] < 2:
                 pending.appendleft(index)
             else:
@@ -180,9 +180,14 @@ class Judge:
                         index = pending.popleft()
                         tries[index] += 1
                         deadline = time.monotonic() + jobs[index]["program_timeout_s"] + REPLY_SLACK_S
-                        worker.send(index, jobs[index], deadline)
                         busy[worker.stdout_fd] = worker
                         selector.register(worker.stdout_fd, selectors.EVENT_READ)
+                        try:
+                            worker.send(index, jobs[index], deadline)
+                        except OSError as exc:
+                            fail(self._workers.index(worker), worker, f"sandbox server died: {exc}")
+                if not busy:
+                    continue
                 timeout = max(0.0, min(w.deadline for w in busy.values()) - time.monotonic())
                 for key, _ in selector.select(timeout):
                     worker = busy[key.fd]

@@ -495,15 +495,17 @@ def _reap(pid: int) -> int | None:
 
 
 def main() -> None:
-    """Entry point of ``python -m rltf.judge.server``; argv[1:] are paths to hide from programs."""
+    """``python -m rltf.judge.server MODE [HIDDEN...]``: MODE is auto, namespaces or rlimits."""
     job_in = os.dup(0)
     verdict_out = os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    info = sandbox.unshare_namespaces()
-    server = Server(job_in, verdict_out, info, hidden=sys.argv[1:])
+    mode, hidden = sys.argv[1], sys.argv[2:]
+    info = sandbox.SandboxInfo(False, "rlimits only (requested)") if mode == "rlimits" \
+        else sandbox.unshare_namespaces()
+    server = Server(job_in, verdict_out, info, hidden)
     wire.send(verdict_out, {"ready": info.description})
     server.serve()
 

