@@ -433,3 +433,11 @@ def test_rlimits_only_mode_still_judges_and_says_so():
         assert j.run(ADD, "def f(a, b):\n    while True:\n        pass\n").error.phase == "timeout"
         assert j.run(ADD, "import os\nos._exit(0)\n").status == "error"
         assert j.run(SUM, "a, b = map(int, input().split())\nprint(a + b)\n").status == "pass"
+
+
+def test_call_problems_see_typing_names_like_leetcode(judge):
+    program = "class Solution:\n    def f(self, xs: List[int]) -> Optional[int]:\n        return max(xs)\n"
+    assert judge.run(call_problem("f", [([[1, 5, 2]], 5)]), program).status == "pass"
+    # assert-style problems get no such help: a missing import stays a NameError
+    v = judge.run(assert_problem(["assert f([1]) == 1"]), "def f(xs: List[int]):\n    return xs[0]\n")
+    assert v.error.type == "NameError"

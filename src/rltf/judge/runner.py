@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+import typing
 from typing import Any
 
 from rltf.judge import sandbox, wire
@@ -96,16 +97,22 @@ def runner_main(job_fd: int, chan_fd: int, job_dir: str, namespaced: bool) -> No
         if job["mode"] == "stdio":
             _serve_stdio(chan_fd, program, job)
         else:
-            _serve_calls(chan_fd, program)
+            _serve_calls(chan_fd, program, job.get("typing_names", False))
     except BaseException:
         code = 70
     finally:
         os._exit(code)
 
 
-def _serve_calls(chan: int, program: Any) -> None:
-    """Run the module once, then answer the trusted side's calls until the channel closes."""
+def _serve_calls(chan: int, program: Any, typing_names: bool) -> None:
+    """Run the module once, then answer the trusted side's calls until the channel closes.
+
+    Call-based (LeetCode-style) problems have starter code such as ``def f(self, a: List[int])``
+    and an environment that provides ``typing``'s names, so those are bound for them.
+    """
     namespace: dict[str, Any] = {"__name__": "__program__", "__builtins__": builtins}
+    if typing_names:
+        namespace.update((name, getattr(typing, name)) for name in typing.__all__)
     try:
         exec(program, namespace)
     except BaseException as exc:

@@ -311,7 +311,8 @@ class Server:
         self.job_deadline = started + job["program_timeout_s"]
         limits = job["limits"]
         mode = "stdio" if tests["kind"] == "stdio" else "calls"
-        message = {"mode": mode, "source": job["program"], "limits": limits, "test_timeout_s": job["timeout_s"]}
+        message = {"mode": mode, "source": job["program"], "limits": limits, "test_timeout_s": job["timeout_s"],
+                   "typing_names": tests["kind"] == "call"}
         if mode == "stdio":
             message["inputs"] = [case["input"] for case in tests["cases"]]
         channel = Channel(self, run)
