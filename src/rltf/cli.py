@@ -161,5 +161,166 @@ def eval_command(
     console.print(f"verdicts {summary['category']}; wall {summary['timing']['wall_s']:.0f} s; report {out}/report.md")
 
 
+@app.command()
+def explain(
+    problems: Path = typer.Option(..., help="Canonical problems JSONL (optionally .gz)."),
+    problem_id: str = typer.Option(..., help="The problem to judge against."),
+    program_file: Path = typer.Option(..., help="The program, taken as the whole completion."),
+    model: str | None = typer.Option(None, help="Tokenizer: model directory, .gguf file or cached hub id; "
+                                     "default: the embedded SmolLM2-135M-Instruct."),
+    baseline_program: Path | None = typer.Option(None, help="Judge this program as the greedy baseline."),
+    adaptive: bool = typer.Option(True, help="Failed tests earn -0.3 + 1.3 * pass ratio."),
+    fine_grained: bool = typer.Option(True, help="Penalise the tokens the error category blames."),
+    normaliser: str = typer.Option("original", help="Fine-grained κ: original (1) or intended (T / marked)."),
+    binary: bool = typer.Option(False, help="Pass = 1, anything else = 0."),
+    timeout: float | None = typer.Option(None, help="Seconds per test (default 4)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the highlighted program."),
+) -> None:
+    """Judge one program and show its reward terms and which tokens the fine-grained term penalises."""
+    from rich.text import Text
+
+    from rltf.feedback import FeedbackConfig, ProgramSpan, token_returns
+    from rltf.judge import Judge
+    from rltf.problems import ProblemFormatError, load_problems
+
+    try:
+        by_id = {p.id: p for p in load_problems(problems)}
+    except (OSError, ProblemFormatError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--problems") from None
+    if problem_id not in by_id:
+        raise typer.BadParameter(f"unknown problem id {problem_id!r}", param_hint="--problem-id")
+    if normaliser not in ("original", "intended"):
+        raise typer.BadParameter("--normaliser must be original or intended")
+    program = program_file.read_bytes().decode("utf-8")  # bytes: keep CRLF, line numbers count it
+    config = FeedbackConfig(adaptive=adaptive, binary=binary, fine_grained=fine_grained, normaliser=normaliser,
+                            baseline="greedy" if baseline_program else "none")  # type: ignore[arg-type]
+    with Judge(workers=1, timeout_s=timeout) as runner:
+        verdict = runner.run(by_id[problem_id], program)
+        baseline = runner.run(by_id[problem_id], baseline_program.read_bytes().decode("utf-8")) \
+            if baseline_program else None
+    tokenizer = _offsets_tokenizer(model)
+    offsets = [tuple(o) for o in tokenizer(program, add_special_tokens=False,
+                                           return_offsets_mapping=True)["offset_mapping"]]
+    result = token_returns(verdict, program, offsets, ProgramSpan("", 0, len(program)), baseline, config)
+    returns, record = result if result else (None, None)
+    marked = record.tokens if record else ()
+    span_text = program[offsets[marked[0]][0] : offsets[marked[-1]][1]] if marked else ""
+    if as_json:
+        typer.echo(json.dumps({
+            "verdict": verdict.to_dict(), "category": record.category if record else None, "span_text": span_text,
+            "terms": record.terms() if record else None, "tokens": [program[a:b] for a, b in offsets],
+            "token_returns": [round(r, 6) for r in returns.tolist()] if returns is not None else None}))
+    else:
+        console = Console(highlight=False)
+        error = verdict.error
+        console.print(f"verdict: {verdict.status} {verdict.passed}/{verdict.total}"
+                      + (f"  {error.phase} {error.type} line {error.line}: {error.message}" if error else ""))
+        if record is None:
+            console.print("no reward: the judge failed (infra_error) or the baseline has no usable verdict")
+        else:
+            text = Text(program)
+            for i in marked:
+                text.stylize("bold white on red", *offsets[i])
+            console.print(text)
+            console.print(f"category: {record.category}  penalised: {span_text!r}")
+            console.print("terms: " + ", ".join(f"{k} {v:+.4g}" for k, v in record.terms().items()))
+            console.print(f"returns: {record.reward - record.baseline + record.fine:+.4g} on {len(marked)} penalised "
+                          f"tokens, {record.reward - record.baseline:+.4g} on the other {len(offsets) - len(marked)}")
+    if record is None:
+        raise typer.Exit(1)
+
+
+def _offsets_tokenizer(model: str | None):
+    """Only the tokenizer of ``model`` (the gguf one reads no weights); it must give character offsets."""
+    from transformers import AutoTokenizer
+
+    from rltf.policy import DEFAULT_MODEL, embedded_gguf
+
+    source = embedded_gguf() if model in (None, DEFAULT_MODEL) else Path(model)
+    if source.suffix == ".gguf" and source.is_file():
+        tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True)
+    if not tokenizer.is_fast:
+        raise typer.BadParameter(f"{model} has no fast tokenizer, so no character offsets", param_hint="--model")
+    return tokenizer
+
+
+data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmarks: list, show, verify.")
+app.add_typer(data_app, name="data")
+
+
+def _load(name: str, split: str | None, path: str | None) -> list:
+    from rltf.datasets import load_dataset
+    from rltf.problems import ProblemFormatError
+
+    try:
+        return load_dataset(name, split=split, path=path)
+    except (ValueError, OSError, ProblemFormatError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """The registered benchmarks with their splits and sizes."""
+    from rich.table import Table
+
+    from rltf.datasets import list_datasets
+
+    table = Table("name", "problems", "splits", "description")
+    for info in list_datasets():
+        splits = ", ".join(f"{k} {v}" for k, v in info.splits.items())
+        table.add_row(info.name, str(info.size) + (" (needs --path)" if info.needs_path else ""), splits,
+                      info.description)
+    Console().print(table)
+
+
+@data_app.command("show")
+def data_show(
+    problem_id: str = typer.Argument(..., help="e.g. mbpp/11, HumanEval/0, apps/train/0001"),
+    dataset: str | None = typer.Option(None, help="Dataset name (default: from the id's prefix)."),
+    path: str | None = typer.Option(None, help="Local copy for datasets that need one (apps)."),
+) -> None:
+    """Print one problem record as JSON."""
+    from rltf.datasets import DATASETS
+
+    name = dataset or {"HumanEval": "humaneval"}.get(problem_id.split("/")[0], problem_id.split("/")[0])
+    if name not in DATASETS:
+        raise typer.BadParameter(f"cannot tell the dataset of {problem_id!r}; give --dataset")
+    match = [p for p in _load(name, None, path) if p.id == problem_id]
+    if not match:
+        raise typer.BadParameter(f"no problem {problem_id!r} in {name}")
+    typer.echo(json.dumps(match[0].to_dict(), indent=2, ensure_ascii=False))
+
+
+@data_app.command("verify")
+def data_verify(
+    dataset: str = typer.Argument(..., help="Dataset name (see `rltf data list`)."),
+    split: str | None = typer.Option(None),
+    path: str | None = typer.Option(None, help="Local copy for datasets that need one (apps)."),
+    all_solutions: bool = typer.Option(False, "--all-solutions", help="Judge every reference solution, "
+                                       "not only the first of each problem."),
+    workers: int | None = typer.Option(None, help="Sandbox servers (default: one per core)."),
+    timeout: float | None = typer.Option(None, help="Seconds per test (default 4)."),
+) -> None:
+    """Judge the reference solutions and report every one that does not pass, with the reason."""
+    from rltf.judge import Judge
+
+    problems = _load(dataset, split, path)
+    pairs = [(p, s) for p in problems for s in (p.solutions if all_solutions else p.solutions[:1])]
+    missing = sum(not p.solutions for p in problems)
+    with Judge(workers=workers, timeout_s=timeout) as runner, _progress(len(pairs), "verifying") as advance:
+        verdicts = runner.run_many(pairs, on_result=lambda *_: advance())
+    failures = [(p, v) for (p, _), v in zip(pairs, verdicts) if v.status != "pass"]
+    for problem, verdict in failures:
+        error = verdict.error
+        reason = f"{error.phase} {error.type} line {error.line}: {error.message}" if error else "wrong answer"
+        typer.echo(f"{problem.id}: {verdict.status} {verdict.passed}/{verdict.total} — {reason}")
+    typer.echo(f"{dataset}: {len(pairs) - len(failures)}/{len(pairs)} reference solutions pass"
+               + (f"; {missing} problems have no reference solution" if missing else ""))
+    if failures:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()

@@ -1,0 +1,330 @@
+"""Rewards from unit-test feedback: coarse, adaptive and fine-grained per-token returns (RLTF).
+
+One pure function, :func:`token_returns`, turns a judge :class:`~rltf.judge.verdict.Verdict` into
+per-token returns ``r_t = R(W) - λ·κ·m_t - R(baseline)`` over the generated tokens of one
+completion, where
+
+* ``R`` is the coarse reward (compile -1, runtime -0.6, failed tests -0.3, pass +1), the adaptive
+  one (failed tests earn ``-0.3 + 1.3·pass_ratio``) or a binary one;
+* ``m_t`` marks the tokens that the fine-grained category blames: every program token for
+  ``global`` errors, the tokens of the failing line for ``line`` errors, none for ``ignore``;
+* ``κ`` is the length normaliser (see :class:`FeedbackConfig.normaliser`);
+* the token weight ``c_t`` of the original code (a frozen CodeRL critic) is 1: no critic is shipped.
+
+The classification follows the original RLTF code (``program_feedback.py``) with its bugs fixed:
+lines are found by the judge's line number rather than by text search, timeouts are ``global``
+rather than silently ignored, and Python 3.10+ error messages are mapped by meaning. See
+``docs/rewards.md`` for the tables and the full list of deviations.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from rltf.judge.verdict import Verdict
+
+Category = Literal["global", "line", "ignore"]
+Normaliser = Literal["original", "intended"]
+BaselineKind = Literal["greedy", "none", "group_mean"]
+Offsets = Sequence[tuple[int, int]]
+
+SYNTAX_TYPES = ("SyntaxError", "IndentationError", "TabError")
+
+# Compile errors the original ignores: their reported line is unreliable (indentation mix-ups) or the
+# fault spans many lines (an unterminated docstring). Old and 3.10+ spellings.
+IGNORED_SYNTAX = (
+    "inconsistent use of tabs and spaces in indentation",
+    "unindent does not match any outer indentation level",
+    "EOF while scanning triple-quoted string literal",
+    "unterminated triple-quoted string literal",
+    "duplicate argument",
+    "import * only allowed at module level",
+)
+# The original's "invalid syntax / unexpected EOF while parsing / EOL while scanning string literal"
+# family, global on the last line (a cut-off program) and line elsewhere. 3.10+ split plain
+# "invalid syntax" into specific messages; these are the ones a truncated program produces.
+LAST_LINE_SYNTAX = (
+    "invalid syntax",  # also "invalid syntax. Perhaps you forgot a comma?"
+    "unexpected EOF while parsing",
+    "EOL while scanning string literal",
+    "unterminated string literal",  # 3.10+ for EOL
+    "expected ':'",  # 3.10+; was "invalid syntax"
+    "expected 'except' or 'finally' block",  # 3.10+; was "invalid syntax" / "unexpected EOF"
+)
+# 3.10+ reports an unclosed bracket at the bracket's line once the parser reaches the end of the
+# program; Python <= 3.9 said "unexpected EOF while parsing" at the last line, which the original
+# always penalised globally.
+EOF_SYNTAX = "was never closed"
+MISSING_BLOCK = re.compile(r"expected an indented block after .* on line (\d+)")
+GLOBAL_TYPES = ("RecursionError", "MemoryError")
+GLOBAL_PHASES = ("timeout", "memory", "output_limit")
+LINE_BREAK = re.compile(r"\r\n|\r|\n")  # where Python's tokenizer ends a source line
+
+
+@dataclass(frozen=True)
+class ProgramSpan:
+    """Where a program comes from: ``program = prefix + completion[start:end]``.
+
+    Program character ``p >= len(prefix)`` is completion character ``start + p - len(prefix)``;
+    characters of ``prefix`` (e.g. a HumanEval prompt) were not generated and map to no token.
+    """
+
+    prefix: str
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start <= self.end:
+            raise ValueError(f"bad program span [{self.start}, {self.end})")
+
+    def program(self, completion: str) -> str:
+        return self.prefix + completion[self.start : self.end]
+
+    def completion_index(self, p: int) -> int | None:
+        """Completion index of program character ``p``; None inside the prefix."""
+        return None if p < len(self.prefix) else self.start + p - len(self.prefix)
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """Every constant of the reward. Defaults are the released RLTF run (adaptive + fine-grained,
+    λ = 0.3, greedy baseline, the original's effective κ = 1).
+
+    ``binary`` replaces the four coarse values with pass = 1, anything else = 0 (for comparison with
+    pass/fail rewards); ``adaptive`` then gives failed tests their pass ratio.
+
+    ``normaliser``: ``"original"`` is κ = 1, what the released code computes (its
+    ``len(mask) / len(mask == 1)`` divides two equal lengths), so each marked token loses exactly λ
+    and returns stay in [-2.3, 2]. ``"intended"`` is κ = T / |{t: m_t = 1}| with T the number of
+    completion tokens: the penalties on the marked tokens sum to λ·T whatever the span's length, so
+    a line error weighs as much in the token-mean loss as a global one. A 1-token span in a
+    500-token completion then gets a return of about -150 on that token, hence not the default.
+
+    Infra errors (the judge failed, not the program) have no reward: :func:`token_returns` returns
+    None for them and for baselines that contain no usable verdict; callers drop the sample.
+    """
+
+    compile_error: float = -1.0
+    runtime_error: float = -0.6  # runtime errors, timeouts, memory/output limits, killed programs
+    failed_tests: float = -0.3
+    passed: float = 1.0
+    adaptive: bool = True
+    binary: bool = False
+    fine_grained: bool = True
+    fine_weight: float = 0.3  # λ
+    normaliser: Normaliser = "original"
+    baseline: BaselineKind = "greedy"
+
+    def __post_init__(self) -> None:
+        if self.normaliser not in ("original", "intended"):
+            raise ValueError(f"unknown normaliser {self.normaliser!r}")
+        if self.baseline not in ("greedy", "none", "group_mean"):
+            raise ValueError(f"unknown baseline {self.baseline!r}")
+        if self.fine_weight < 0:
+            raise ValueError("fine_weight must be >= 0")
+
+    @property
+    def reward_term(self) -> str:
+        """The name of the sequence-level term in logs: ``adaptive``, ``binary`` or ``coarse``."""
+        return "adaptive" if self.adaptive else "binary" if self.binary else "coarse"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Where the fine-grained term puts the blame: the category and, for ``line``, the program line."""
+
+    category: Category | None
+    line: int | None = None
+    keep_indent: bool = False
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    """What :func:`token_returns` applied, for logs: ``r_t = reward + fine·m_t - baseline``.
+
+    ``span`` is the blamed ``[start, end)`` of the completion (None when nothing is blamed) and
+    ``tokens`` the indices of the marked tokens; ``fine`` is the signed per-token term (-λ·κ, or 0
+    when fine-grained feedback is off or no token is marked).
+    """
+
+    category: Category | None
+    span: tuple[int, int] | None
+    tokens: tuple[int, ...]
+    reward_term: str
+    reward: float
+    fine: float
+    baseline: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"category": self.category, "span": list(self.span) if self.span else None,
+                "tokens": list(self.tokens), "terms": self.terms()}
+
+    def terms(self) -> dict[str, float]:
+        return {self.reward_term: self.reward, "fine": self.fine, "baseline": self.baseline}
+
+
+def sequence_reward(verdict: Verdict, config: FeedbackConfig) -> float | None:
+    """R(W): the coarse, adaptive or binary reward of one verdict; None for an infra error."""
+    if verdict.status == "infra_error":
+        return None
+    failed, passed = (0.0, 1.0) if config.binary else (config.failed_tests, config.passed)
+    if verdict.status == "pass":
+        return passed
+    if verdict.status == "fail":
+        # The judge runs every test for fail verdicts, so passed/total is the ratio over all tests.
+        return failed + (passed - failed) * verdict.pass_ratio if config.adaptive else failed
+    if config.binary:
+        return 0.0
+    compile_error = verdict.error is not None and verdict.error.phase == "compile"
+    return config.compile_error if compile_error else config.runtime_error
+
+
+def baseline_reward(baseline: float | Verdict | Sequence[Verdict] | None, config: FeedbackConfig) -> float | None:
+    """R(baseline) for ``config.baseline``; None when no usable baseline verdict exists.
+
+    ``greedy`` takes the greedy decode's verdict (or its reward), ``group_mean`` the verdicts of the
+    problem's other samples (leave-one-out, RLOO) or of all of them (GRPO-style mean), or their mean
+    reward; infra errors are left out of the mean. ``none`` takes None and gives 0. Mismatches raise,
+    because a silently missing baseline shifts every return of the sample.
+    """
+    kind = config.baseline
+    if kind == "none":
+        if baseline is not None:
+            raise ValueError("baseline 'none' takes no baseline")
+        return 0.0
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        return float(baseline)
+    if kind == "greedy":
+        if not isinstance(baseline, Verdict):
+            raise TypeError("baseline 'greedy' needs the greedy decode's Verdict or its reward")
+        return sequence_reward(baseline, config)
+    if isinstance(baseline, Verdict) or not isinstance(baseline, Sequence):
+        raise TypeError("baseline 'group_mean' needs a sequence of Verdicts or their mean reward")
+    rewards = [r for r in (sequence_reward(v, config) for v in baseline) if r is not None]
+    return sum(rewards) / len(rewards) if rewards else None
+
+
+def line_bounds(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of every line of ``text`` without its line break, split as Python splits source."""
+    bounds, start = [], 0
+    for brk in LINE_BREAK.finditer(text):
+        bounds.append((start, brk.start()))
+        start = brk.end()
+    bounds.append((start, len(text)))
+    return bounds
+
+
+def _is_code(line: str) -> bool:
+    stripped = line.strip()
+    return bool(stripped) and not stripped.startswith("#")
+
+
+def classify(verdict: Verdict, program: str) -> Fault:
+    """The fine-grained category of a verdict (U_global / U_line / U_ignore).
+
+    Wrong answers, passes and infra errors get category None (no fine term). An error without a
+    program line (a crash in test code, a signal, an early exit) cannot be localised: ``ignore``.
+    """
+    error = verdict.error
+    if verdict.status != "error":
+        return Fault(None)
+    if error is None:
+        return Fault("ignore")
+    if error.phase in GLOBAL_PHASES or error.type in GLOBAL_TYPES:
+        # Resource exhaustion is a property of the algorithm, not of the line that hit the limit.
+        return Fault("global")
+    if error.phase == "killed" or error.line is None:
+        return Fault("ignore")
+    if error.phase != "compile":
+        return Fault("line", error.line)
+    if error.type not in SYNTAX_TYPES:
+        return Fault("ignore")
+    message = error.message
+    if any(text in message for text in IGNORED_SYNTAX):
+        return Fault("ignore")
+    if EOF_SYNTAX in message:
+        return Fault("global")
+    lines = LINE_BREAK.split(program)
+    if missing := MISSING_BLOCK.search(message):
+        if not any(_is_code(text) for text in lines[int(missing.group(1)):]):  # the program ends at a header
+            return Fault("global")
+    elif any(text in message for text in LAST_LINE_SYNTAX):
+        last = max((i for i, text in enumerate(lines, 1) if text.strip()), default=0)
+        if error.line >= last:
+            return Fault("global")
+    return Fault("line", error.line, keep_indent="unexpected indent" in message)
+
+
+def line_span(program: str, fault: Fault, span: ProgramSpan) -> tuple[int, int] | None:
+    """The completion characters that a ``line`` fault blames.
+
+    The line is taken without its line break and without surrounding whitespace, except that
+    "unexpected indent" keeps the leading whitespace, which is the error. Only its generated part
+    counts; None when the line is missing, blank or lies wholly in the prefix.
+    """
+    bounds = line_bounds(program)
+    if fault.line is None or not 1 <= fault.line <= len(bounds):
+        return None
+    start, end = bounds[fault.line - 1]
+    text = program[start:end]
+    end -= len(text) - len(text.rstrip())
+    if not fault.keep_indent:
+        start += len(text) - len(text.lstrip())
+    start = max(start, len(span.prefix))
+    if start >= end:
+        return None
+    first = span.start + start - len(span.prefix)
+    return first, first + end - start
+
+
+def tokens_in(offsets: Offsets, chars: tuple[int, int]) -> list[int]:
+    """Indices of the tokens whose characters overlap ``[start, end)``.
+
+    A zero-width token (one that only starts a multi-byte character, or a special token) belongs to
+    the character at its position, so both halves of a split character are blamed together.
+    """
+    start, end = chars
+    return [i for i, (a, b) in enumerate(offsets) if a < end and max(b, a + 1) > start]
+
+
+def token_returns(
+    verdict: Verdict,
+    completion: str,
+    offsets: Offsets,
+    span: ProgramSpan,
+    baseline: float | Verdict | Sequence[Verdict] | None,
+    config: FeedbackConfig,
+) -> tuple[torch.Tensor, FeedbackRecord] | None:
+    """Per-token returns ``r_t = R(W) - λ·κ·m_t - R(baseline)`` for one completion.
+
+    ``offsets[t]`` is the ``[start, end)`` of ``completion`` that generated token ``t`` produced;
+    ``span`` says which part of ``completion`` is the judged program. Returns a float32 tensor with
+    one return per token and what was applied, or None when the verdict or the baseline is an infra
+    error (the sample must be dropped, not penalised).
+    """
+    reward = sequence_reward(verdict, config)
+    base = baseline_reward(baseline, config)
+    if reward is None or base is None:
+        return None
+    program = span.program(completion)
+    fault = classify(verdict, program)
+    chars: tuple[int, int] | None = None
+    if fault.category == "global":
+        chars = (span.start, span.end) if span.end > span.start else None
+    elif fault.category == "line":
+        chars = line_span(program, fault, span)
+    category = "ignore" if fault.category == "line" and chars is None else fault.category
+    marked = tokens_in(offsets, chars) if chars else []
+    fine = 0.0
+    if config.fine_grained and marked:
+        kappa = len(offsets) / len(marked) if config.normaliser == "intended" else 1.0
+        fine = -config.fine_weight * kappa
+    returns = torch.full((len(offsets),), reward - base, dtype=torch.float32)
+    if fine:
+        returns[marked] += fine
+    return returns, FeedbackRecord(category, chars, tuple(marked), config.reward_term, reward, fine, base)
