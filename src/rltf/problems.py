@@ -133,8 +133,11 @@ def load_problems(path: str | Path) -> list[Problem]:
 
 
 def save_problems(problems: Iterable[Problem], path: str | Path) -> None:
+    """Write canonical JSONL; a ``.gz`` path is gzipped without name or time, so output is reproducible."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wt", encoding="utf-8") as handle:
-        for problem in problems:
-            handle.write(json.dumps(problem.to_dict(), ensure_ascii=False) + "\n")
+    lines = "".join(json.dumps(problem.to_dict(), ensure_ascii=False) + "\n" for problem in problems).encode()
+    if path.suffix == ".gz":
+        with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as handle:
+            handle.write(lines)
+    else:
+        path.write_bytes(lines)
