@@ -110,7 +110,8 @@ def eval_command(
     model: str = typer.Option("smollm2-135m-instruct", help="Model directory, .gguf file or hub id; "
                               "default: the embedded SmolLM2-135M-Instruct."),
     dataset: str = typer.Option("mbpp", help="Benchmark name, or a canonical problems .jsonl(.gz) file."),
-    split: str | None = typer.Option(None, help="Dataset split (default: the benchmark's evaluation split)."),
+    split: str | None = typer.Option(None, help="Dataset split (default: test where the benchmark has one, "
+                                     "else all; 'all' for every split)."),
     data: str | None = typer.Option(None, help="Local copy of the benchmark's raw data, if not the default."),
     n: int = typer.Option(10, help="Samples per problem."),
     k: str = typer.Option("1,5,10", help="Comma-separated k values for pass@k (each <= n)."),
@@ -127,9 +128,6 @@ def eval_command(
     allow_download: bool = typer.Option(False, "--allow-download", help="Let transformers fetch a hub model."),
 ) -> None:
     """Sample n programs per problem, judge them and report pass@k (samples.jsonl, summary.json, report.md)."""
-    from pathlib import Path
-
-    from rich.console import Console
     from transformers.utils import logging as hf_logging
 
     from rltf.evaluation import EvalSettings, evaluate
@@ -145,8 +143,12 @@ def eval_command(
     if Path(dataset).is_file():
         problems = load_problems(dataset)[:limit]
     else:
-        from rltf.datasets import load_dataset
+        from rltf.datasets import DATASETS, load_dataset
 
+        if dataset not in DATASETS:
+            raise typer.BadParameter(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)})")
+        if split is None and "test" in DATASETS[dataset].splits:
+            split = "test"  # MBPP's other splits are for prompting, tuning and training
         problems = load_dataset(dataset, split=split, path=data, limit=limit)
     set_threads(threads)
     hf_logging.disable_progress_bar()

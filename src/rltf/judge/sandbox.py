@@ -1,18 +1,18 @@
 """Operating-system isolation for the sandbox server and the program runners.
 
-The server process calls :func:`enter_namespaces` once at start-up. Where the kernel allows it
-(Linux with unprivileged user namespaces, or root) this puts the server in new user, mount, pid,
-network, IPC and UTS namespaces and swaps its file system for a minimal read-only view: the Python
-installation and system libraries, a private ``/tmp`` and a fresh ``/proc``. The judge's own files
-(problems, expected outputs, the vendored datasets) are not in that view, there is no network,
-and the server is pid 1 of its namespace, so one ``kill(-1)`` ends every process a program left
-behind. Where namespaces are not available the server runs with resource limits only and says so
-in every verdict's ``isolation`` field.
+The server calls :func:`unshare_namespaces` once at start-up. Where the kernel allows it (Linux
+with unprivileged user namespaces, or root) the server enters new user, mount, network, IPC and UTS
+namespaces, and its first child (the zygote) becomes pid 1 of a new pid namespace. The zygote then
+calls :func:`build_root`, which swaps the file system for a minimal read-only view: the Python
+installation and system libraries, a fresh ``/proc`` and one small writable working directory.
+The judge's own files (problems, expected outputs, the vendored datasets) are not in that view,
+there is no network, and one ``kill(-1)`` from the zygote ends every process a program left behind.
+Where namespaces are not available the server runs with resource limits only and says so in every
+verdict's ``isolation`` field.
 
 Each runner additionally enters a nested user namespace (:func:`drop_privileges`), which leaves it
 without capabilities over the server's processes and memory.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -41,7 +41,6 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
-PR_SET_DUMPABLE = 4
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
 
 NEW_ROOT = "/tmp/.rltf-sandbox-root"
