@@ -324,5 +324,87 @@ def data_verify(
         raise typer.Exit(1)
 
 
+@app.command(no_args_is_help=False)
+def train(
+    overrides: list[str] | None = typer.Argument(None, help="Config overrides as dotted key=value, e.g. "
+                                                 "optim.lr=3e-6 feedback.fine_grained=false rollout.online=false."),
+    config: str | None = typer.Option(None, "--config", help="Config YAML file or name in configs/ (tiny-smoke, "
+                                      "codet5-apps, qwen-coder-mbpp, ...); default: smollm2-mbpp-cpu."),
+    out: Path | None = typer.Option(None, "--out", help="Run directory (default: runs/<config name>)."),
+    steps: int | None = typer.Option(None, "--steps", help="Total optimizer steps (same as steps=N)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint with "
+                                "its config.yaml (overrides still apply); start it if --out holds no run yet."),
+) -> None:
+    """Online RLTF: sample, judge, reward and update in one process; checkpoints, metrics and evals in --out."""
+    from transformers.utils import logging as hf_logging
+
+    from rltf.config import DEFAULT_CONFIG, ConfigError, load_config
+    from rltf.trainer import CONFIG, Trainer, render_report
+
+    name = config or DEFAULT_CONFIG
+    out = out or Path("runs") / Path(name).stem
+    extra = [*(overrides or []), *([f"steps={steps}"] if steps is not None else [])]
+    existing = resume and (out / CONFIG).is_file()
+    if existing and config is not None:
+        raise typer.BadParameter(f"--resume uses {out / CONFIG}; drop --config", param_hint="--config")
+    try:
+        cfg = load_config(str(out / CONFIG) if existing else name, extra)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    hf_logging.disable_progress_bar()
+    try:
+        trainer = Trainer(cfg, out, resume=resume, evaluator=_train_evaluator(cfg))
+    except FileExistsError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--out") from None
+    trainer.run()
+    render_report(out)
+    _print_run(out)
+
+
+def _train_evaluator(cfg):
+    """The periodic-eval hook for the trainer: greedy pass@1 on the config's fixed held-out problems."""
+    from rltf.evaluation import EvalSettings, evaluate
+    from rltf.trainer import load_problem_set
+
+    e = cfg.eval
+    if not (e.at_start or e.at_end or e.every):
+        return None
+    problems = load_problem_set(e.dataset, e.split, e.path, e.limit)
+
+    def run(policy, judge, step, out):
+        settings = EvalSettings(e.dataset, e.split, f"{cfg.model.name}@step-{step}", policy.style, n=1,
+                                temperature=0.0, top_p=1.0, max_new_tokens=e.max_new_tokens, seed=cfg.seed,
+                                batch_size=e.batch_size)
+        return evaluate(policy, problems, judge, out, settings, ks=(1,), show_progress=cfg.log.progress)
+
+    return run
+
+
+def _print_run(run_dir: Path) -> None:
+    from rltf.trainer import read_evals, read_metrics
+
+    console = Console()
+    records = read_metrics(run_dir)
+    for step, summary in read_evals(run_dir):
+        console.print(f"eval step {step}: greedy pass@1 {100 * summary['pass_at_k'].get('1', 0):.2f}% "
+                      f"on {summary['problems']} problems")
+    if records:
+        times = {k: sum(r.get(k) or 0.0 for r in records) for k in ("time_gen_s", "time_judge_s", "time_train_s")}
+        console.print(f"{records[-1]['step']} steps; time gen {times['time_gen_s']:.0f} s, judge (not overlapped) "
+                      f"{times['time_judge_s']:.0f} s, train {times['time_train_s']:.0f} s; plots in {run_dir}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A training run directory (rltf train --out).")) -> None:
+    """Render PNG plots of a training run (rewards, pass rates, verdict mix, losses, time, eval pass@1)."""
+    from rltf.trainer import METRICS, render_report
+
+    if not (run_dir / METRICS).is_file():
+        raise typer.BadParameter(f"{run_dir} has no {METRICS}", param_hint="RUN_DIR")
+    for path in render_report(run_dir):
+        typer.echo(str(path))
+    _print_run(run_dir)
+
+
 def main() -> None:
     app()

@@ -14,7 +14,7 @@ completion, where
 The classification follows the original RLTF code (``program_feedback.py``) with its bugs fixed:
 lines are found by the judge's line number rather than by text search, timeouts are ``global``
 rather than silently ignored, and Python 3.10+ error messages are mapped by meaning. See
-``docs/rewards.md`` for the tables and the full list of deviations.
+the README's "Rewards" section for the tables and the full list of deviations.
 """
 
 from __future__ import annotations

@@ -1,0 +1,120 @@
+"""The online replay buffer: judged samples waiting to be learned from.
+
+RLTF's learner reads samples from a FIFO memory pool capped at 6400 that takes the actors' new
+samples every ``update_freq`` optimizer steps. This buffer keeps that contract and fixes the two
+faults of the original ``MemoryPool`` (see the method reference, §3):
+
+* the original removed as many old samples as new ones arrived *before* checking the capacity, so
+  the pool never grew past its initial size; here new samples are appended and only the overflow
+  beyond ``capacity`` is dropped, oldest first;
+* the original loaded its initial files without registering them, so the first refresh loaded them
+  a second time; here a sample exists once: it is staged once by the actor and moved once.
+
+Samples wait in ``pending`` until :meth:`OnlineBuffer.refresh`; the buffer, the pending samples and
+the sampling RNG all go into checkpoints, so a resumed run draws the same batches.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One judged completion: the exact token ids the policy saw and produced, and its per-token returns.
+
+    ``policy_version`` is the optimizer step whose weights generated it (staleness = current step -
+    version); ``step_added`` the step at which it entered the buffer (-1 while pending).
+    """
+
+    problem_id: str
+    prompt_ids: tuple[int, ...]
+    completion_ids: tuple[int, ...]
+    returns: tuple[float, ...]
+    verdict: dict[str, Any]
+    reward: float
+    policy_version: int
+    step_added: int = -1
+
+    def __post_init__(self) -> None:
+        if len(self.returns) != len(self.completion_ids):
+            raise ValueError(f"{len(self.returns)} returns for {len(self.completion_ids)} completion tokens")
+
+    def to_state(self) -> dict[str, Any]:
+        return {"problem_id": self.problem_id, "prompt_ids": torch.tensor(self.prompt_ids, dtype=torch.int64),
+                "completion_ids": torch.tensor(self.completion_ids, dtype=torch.int64),
+                "returns": torch.tensor(self.returns, dtype=torch.float32), "verdict": self.verdict,
+                "reward": self.reward, "policy_version": self.policy_version, "step_added": self.step_added}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Sample:
+        return cls(state["problem_id"], tuple(state["prompt_ids"].tolist()), tuple(state["completion_ids"].tolist()),
+                   tuple(state["returns"].tolist()), state["verdict"], state["reward"], state["policy_version"],
+                   state["step_added"])
+
+
+class OnlineBuffer:
+    """FIFO of :class:`Sample` with a fixed capacity, uniform seeded sampling and staged refreshes."""
+
+    def __init__(self, capacity: int, seed: int = 0) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self.samples: deque[Sample] = deque()
+        self.pending: list[Sample] = []
+        self._rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def stage(self, samples: Iterable[Sample]) -> None:
+        """Hold new samples until the next refresh (the actors' output between two learner updates)."""
+        self.pending.extend(samples)
+
+    def refresh(self, step: int) -> tuple[int, int]:
+        """Move pending samples in, stamped with ``step``; drop the oldest beyond capacity.
+
+        Returns (added, dropped). A refresh larger than the capacity keeps its newest samples.
+        """
+        added = len(self.pending)
+        self.samples.extend(replace(s, step_added=step) for s in self.pending)
+        self.pending = []
+        dropped = max(0, len(self.samples) - self.capacity)
+        for _ in range(dropped):
+            self.samples.popleft()
+        return added, dropped
+
+    def sample(self, n: int) -> list[Sample]:
+        """``n`` distinct samples (all of them if fewer), uniformly at random."""
+        if not self.samples:
+            return []
+        indices = self._rng.sample(range(len(self.samples)), min(n, len(self.samples)))
+        return [self.samples[i] for i in indices]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"capacity": self.capacity, "rng": self._rng.getstate(),
+                "samples": [s.to_state() for s in self.samples], "pending": [s.to_state() for s in self.pending]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.capacity = state["capacity"]
+        self.samples = deque(Sample.from_state(s) for s in state["samples"])
+        self.pending = [Sample.from_state(s) for s in state["pending"]]
+        version, internal, gauss = state["rng"]
+        self._rng.setstate((version, tuple(internal), gauss))
+
+    def save(self, path: str | Path) -> None:
+        torch.save(self.state_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> OnlineBuffer:
+        state = torch.load(path, weights_only=True)
+        buffer = cls(state["capacity"])
+        buffer.load_state_dict(state)
+        return buffer

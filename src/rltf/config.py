@@ -1,0 +1,328 @@
+"""Training configuration: nested dataclasses, read from YAML and ``key=value`` overrides.
+
+The dataclass defaults *are* the embedded default run (``configs/smollm2-mbpp-cpu.yaml`` repeats
+them for reading), so ``rltf train`` works from an installed wheel with no file at all. Unknown
+keys and values of the wrong type fail loudly with the dotted key: a misspelt ablation switch would
+otherwise silently run the default experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rltf.feedback import FeedbackConfig
+from rltf.judge import JudgeConfig
+
+CONFIG_DIR_NAMES = ("configs",)
+DEFAULT_CONFIG = "smollm2-mbpp-cpu"
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the dataclasses; the message names the key."""
+
+
+@dataclass
+class LoraSettings:
+    """PEFT LoRA on the policy; checkpoints then hold the adapter (for resume) and merged weights."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class ModelConfig:
+    """``name``: model directory, ``.gguf`` or hub id (``smollm2-135m-instruct`` = the embedded one).
+
+    ``random_init``: build a fresh random ``LlamaConfig`` with these settings and ``name``'s
+    tokenizer instead of loading weights (smoke tests; nothing is downloaded).
+    """
+
+    name: str = "smollm2-135m-instruct"
+    style: Literal["auto", "chat", "base"] = "auto"
+    dtype: str = "float32"
+    device: str = "cpu"
+    threads: int | None = 1
+    """torch CPU threads; more than the free cores makes OpenMP spin (measured 16x slower generation)."""
+    allow_download: bool = False
+    random_init: dict[str, Any] | None = None
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+
+@dataclass
+class DataConfig:
+    """Training problems (a registered dataset or a problems ``.jsonl`` file); their reference
+    solutions feed the supervised term."""
+
+    dataset: str = "mbpp"
+    split: str | None = "train"
+    path: str | None = None
+    limit: int | None = None
+
+
+@dataclass
+class RolloutConfig:
+    """The actor: K samples + one greedy baseline per problem, ``problems_per_step`` problems per step.
+
+    ``online: false`` is the CodeRL-style offline ablation: the initial policy samples every
+    training problem once before the first update and never again.
+    """
+
+    online: bool = True
+    problems_per_step: int = 2
+    samples_per_problem: int = 4
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    batch_size: int = 10
+    """Sequences per ``generate`` call; each call's programs are judged while the next one runs."""
+
+
+@dataclass
+class BufferConfig:
+    capacity: int = 6400
+    update_freq: int = 2
+    """Staged samples enter the buffer every ``update_freq`` optimizer steps (paper: 50)."""
+
+
+@dataclass
+class OptimConfig:
+    """One optimizer step = ``grad_accum`` x (one RL micro-batch from the buffer + one SL micro-batch)."""
+
+    lr: float = 1e-5
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    scheduler: str = "constant_with_warmup"
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    micro_batch: int = 4
+    grad_accum: int = 1
+    rl_weight: float = 1.0
+    sl_weight: float = 1.0
+    max_seq_len: int = 768
+    autocast: str | None = None
+    """``bfloat16``/``float16`` autocast for forward passes (GPU); weights and optimizer stay float32."""
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 1
+    keep: int = 1
+
+
+@dataclass
+class EvalConfig:
+    """Greedy pass@1 on a fixed held-out subset: the same prompts before, during and after training."""
+
+    dataset: str = "mbpp"
+    split: str | None = "test"
+    path: str | None = None
+    limit: int | None = 100
+    every: int = 0
+    """Also evaluate every N steps (0: only before and after)."""
+    at_start: bool = True
+    at_end: bool = True
+    max_new_tokens: int = 256
+    batch_size: int = 16
+
+
+@dataclass
+class LogConfig:
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    steps: int = 40
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    judge: JudgeConfig = field(default_factory=lambda: JudgeConfig(workers=2))
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        positive = {"steps": self.steps, "rollout.samples_per_problem": self.rollout.samples_per_problem,
+                    "rollout.problems_per_step": self.rollout.problems_per_step,
+                    "rollout.batch_size": self.rollout.batch_size, "buffer.capacity": self.buffer.capacity,
+                    "buffer.update_freq": self.buffer.update_freq, "optim.micro_batch": self.optim.micro_batch,
+                    "optim.grad_accum": self.optim.grad_accum, "checkpoint.every": self.checkpoint.every,
+                    "checkpoint.keep": self.checkpoint.keep}
+        bad = [k for k, v in positive.items() if v < 1]
+        if bad:
+            raise ConfigError(f"must be >= 1: {', '.join(bad)}")
+        if self.feedback.baseline == "group_mean" and self.rollout.samples_per_problem < 2:
+            raise ConfigError("feedback.baseline=group_mean needs rollout.samples_per_problem >= 2")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    """Check ``value`` against a field's annotation; ints widen to floats, nothing else converts."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {kind}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: is a section; give a mapping of its keys, not {value!r}")
+        return _build(kind, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if kind is Any:
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str):  # PyYAML reads 3e-6 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected float, got {value!r}") from None
+    if kind in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected {kind.__name__}, got {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{key}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = _hints(cls)
+    names = [f.name for f in fields(cls) if f.init]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = f"in section {prefix!r}" if prefix else "at the top level"
+        raise ConfigError(f"unknown config key(s) {', '.join(unknown)} {where}; known: {', '.join(names)}")
+    values = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: dict[str, Any]) -> TrainConfig:
+    return _build(TrainConfig, data)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Merge ``a.b.c=value`` strings into a config mapping; the value is YAML (``true``, ``3e-6``,
+    ``null``, ``[a, b]``) except for string fields, which take the text as written."""
+    data = yaml.safe_load(yaml.safe_dump(data))  # deep copy
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value")
+        parts = key.split(".")
+        cls: Any = TrainConfig
+        node = data
+        for i, part in enumerate(parts):
+            hints = _hints(cls)
+            if part not in hints:
+                where = ".".join(parts[:i]) or "the top level"
+                raise ConfigError(f"unknown config key {key!r}: no {part!r} in {where}; known: {', '.join(hints)}")
+            kind = hints[part]
+            if i < len(parts) - 1:
+                if not is_dataclass(kind):
+                    raise ConfigError(f"{'.'.join(parts[: i + 1])} is not a section")
+                cls = kind
+                node = node.setdefault(part, {})
+                continue
+            if is_dataclass(kind):
+                raise ConfigError(f"{key} is a section; set one of its keys ({', '.join(_hints(kind))})")
+            node[part] = _parse_value(text, kind)
+    return data
+
+
+def _parse_value(text: str, kind: Any) -> Any:
+    options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
+    if text.strip().lower() in ("null", "none", "~") and type(None) in options:
+        return None
+    if str in options:
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse {text!r}: {exc}") from None
+
+
+def config_dirs() -> list[Path]:
+    """Where named configs live: the package's ``configs/`` (wheel installs) and the repository's."""
+    package = Path(__file__).resolve().parent
+    return [package / "configs", package.parent.parent / "configs"]
+
+
+def resolve_config(name: str) -> Path | None:
+    """A path, or a config name such as ``tiny-smoke``; None for the embedded default when no file exists."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    for folder in config_dirs():
+        candidate = folder / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+        if candidate.is_file():
+            return candidate
+    if name == DEFAULT_CONFIG:
+        return None
+    known = sorted({p.stem for d in config_dirs() if d.is_dir() for p in d.glob("*.yaml")})
+    raise ConfigError(f"no config {name!r} (a YAML file, or one of: {', '.join(known) or 'none found'})")
+
+
+def load_config(name: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """The config named or found at ``name`` (default: the embedded default), then ``overrides``."""
+    path = resolve_config(name or DEFAULT_CONFIG)
+    data: Any = {}
+    if path is not None:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config must be a mapping of sections")
+    try:
+        return from_dict(apply_overrides(data, overrides or []))
+    except ConfigError as exc:
+        raise ConfigError(f"{path or 'default config'}: {exc}") from None
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,334 @@
+"""pass@k evaluation: sample with a policy, judge, and write paper-ready results.
+
+An output directory holds ``samples.jsonl`` (the source of truth: every number in ``summary.json``,
+``report.md`` and ``verdicts.png`` is recomputed from it), ``run.json`` (the settings that fix the
+samples) and the reports. The problems are cut into fixed chunks (:func:`plan_chunks`), each
+sampled with its own seed, so a rerun of the same command that skips finished chunks produces exactly
+the samples an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from rltf.judge import Verdict
+from rltf.policy import Policy, SamplingParams
+from rltf.problems import Problem
+
+SAMPLES, SUMMARY, REPORT, PLOT, RUN = "samples.jsonl", "summary.json", "report.md", "verdicts.png", "run.json"
+TOKENS_PER_ROW = 512
+
+
+class JudgeLike(Protocol):
+    """What evaluation needs of a judge: :class:`rltf.judge.Judge` or the trainer's judge service."""
+
+    isolation: str
+
+    def run_many(self, pairs: Iterable[tuple[Problem, str]]) -> list[Verdict]: ...
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased estimate of P(at least one of k samples passes) from n samples with c passing.
+
+    ``1 - C(n-c, k) / C(n, k)`` computed as a product (Chen et al. 2021), exact 1 when n - c < k.
+    """
+    if not 0 <= c <= n or k < 1 or k > n:
+        raise ValueError(f"pass@{k} is undefined for n={n}, c={c}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def mean_pass_at_k(counts: Iterable[tuple[int, int]], ks: Iterable[int]) -> dict[int, float]:
+    """Mean pass@k over problems given (n, c) per problem; a k above the smallest n is left out."""
+    counts = list(counts)
+    if not counts:
+        return {}
+    smallest = min(n for n, _ in counts)
+    return {k: float(np.mean([pass_at_k(n, c, k) for n, c in counts])) for k in sorted(set(ks)) if k <= smallest}
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Everything that fixes the samples (``run.json``); reruns must agree on all of it."""
+
+    dataset: str
+    split: str | None
+    model: str
+    style: str
+    n: int = 10
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 384
+    seed: int = 0
+    batch_size: int = 16
+
+    def sampling(self, chunk: int) -> SamplingParams:
+        digest = hashlib.sha256(f"{self.seed}:{chunk}".encode()).digest()
+        return SamplingParams(self.n, self.temperature, self.top_p, self.max_new_tokens,
+                              int.from_bytes(digest[:4], "little"), self.batch_size)
+
+    @property
+    def draws(self) -> int:
+        """Sequences generated per problem (greedy decoding draws once)."""
+        return 1 if self.temperature == 0 else self.n
+
+
+def plan_chunks(lengths: Sequence[int], draws: int, batch_size: int) -> list[list[int]]:
+    """Problem indices per generate call: sorted by prompt length, at most ``batch_size`` sequences
+    and ``batch_size * TOKENS_PER_ROW`` padded prompt tokens per call (at least one problem).
+
+    Every row of a batch is padded to its longest prompt and its KV cache is copied at every step, so
+    one long prompt (MBPP/493 has ~3k tokens) among short ones multiplies the cost of the whole batch.
+    """
+    chunks: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
+        rows = (len(chunks[-1]) + 1) * draws if chunks else 0
+        if not chunks or rows > max(batch_size, draws) or rows * lengths[i] > batch_size * TOKENS_PER_ROW:
+            chunks.append([])
+        chunks[-1].append(i)
+    return chunks
+
+
+def _read_samples(path: Path) -> list[dict[str, Any]]:
+    """Records of an earlier run; a torn last line (a killed run) is dropped."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _check_settings(out: Path, settings: EvalSettings) -> None:
+    path = out / RUN
+    wanted = asdict(settings)
+    if path.exists():
+        found = json.loads(path.read_text())
+        diff = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
+        if diff:
+            raise ValueError(f"{out} holds a run with other settings {diff}; use another output directory")
+    else:
+        path.write_text(json.dumps(wanted, indent=2) + "\n")
+
+
+def _category(verdict: Verdict) -> str:
+    """The verdict mix's label: the status, and for crashes also the phase (``error/timeout``)."""
+    return f"error/{verdict.error.phase}" if verdict.status == "error" and verdict.error else verdict.status
+
+
+def summarize(records: Sequence[dict[str, Any]], problems: Sequence[Problem], ks: Iterable[int]) -> dict[str, Any]:
+    """pass@k overall and per difficulty plus the verdict mix, from sample records alone."""
+    ks = list(ks)
+    by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_problem[record["problem_id"]].append(record)
+    counts = {p.id: (len(by_problem[p.id]), sum(r["verdict"]["status"] == "pass" for r in by_problem[p.id]))
+              for p in problems if by_problem[p.id]}
+    difficulties: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for p in problems:
+        if p.id in counts and p.difficulty is not None:
+            difficulties[p.difficulty].append(counts[p.id])
+    verdicts = [Verdict.from_dict(r["verdict"]) for r in records if r["problem_id"] in counts]
+    errors = [v.error for v in verdicts if v.status == "error" and v.error is not None]
+    return {
+        "problems": len(counts),
+        "samples": len(verdicts),
+        "pass_at_k": {str(k): v for k, v in mean_pass_at_k(counts.values(), ks).items()},
+        "pass_at_k_by_difficulty": {
+            d: {"problems": len(c), **{str(k): v for k, v in mean_pass_at_k(c, ks).items()}}
+            for d, c in sorted(difficulties.items())
+        },
+        "solved": sum(c > 0 for _, c in counts.values()),
+        "status": dict(Counter(v.status for v in verdicts).most_common()),
+        "category": dict(Counter(_category(v) for v in verdicts).most_common()),
+        "error_phase": dict(Counter(e.phase for e in errors).most_common()),
+        "error_type": dict(Counter(f"{e.phase}/{e.type}" for e in errors).most_common()),
+        "mean_pass_ratio": float(np.mean([v.pass_ratio for v in verdicts])) if verdicts else 0.0,
+    }
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+
+def evaluate(
+    policy: Policy,
+    problems: Sequence[Problem],
+    judge: JudgeLike,
+    out: str | Path,
+    settings: EvalSettings,
+    ks: Iterable[int] = (1, 5, 10),
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Sample ``settings.n`` programs per problem, judge them and write the output directory.
+
+    Samples already in ``samples.jsonl`` are kept; samples whose verdict was an ``infra_error``
+    (the judge failed, not the program) are judged again. Returns the summary.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, settings)
+    started = time.perf_counter()
+    known = {p.id: p for p in problems}
+    records = _read_samples(out / SAMPLES)
+    retry = [i for i, r in enumerate(records) if r["verdict"]["status"] == "infra_error" and r["problem_id"] in known]
+    judge_s = 0.0
+    if retry:
+        t = time.perf_counter()
+        verdicts = judge.run_many([(known[records[i]["problem_id"]], records[i]["program"]) for i in retry])
+        for i, verdict in zip(retry, verdicts, strict=True):
+            records[i]["verdict"] = verdict.to_dict()
+        judge_s += time.perf_counter() - t
+    _write_jsonl(out / SAMPLES, records)  # also drops a torn last line before appending
+    done = {(r["problem_id"], r["sample"]) for r in records}
+    plan = plan_chunks(policy.prompt_lengths([policy.prompt(p) for p in problems]), settings.draws,
+                       settings.batch_size)
+    chunks = [(c, [problems[i] for i in indices]) for c, indices in enumerate(plan)]
+    todo = [(c, ps) for c, ps in chunks if any((p.id, j) not in done for p in ps for j in range(settings.n))]
+    remaining = sum((p.id, j) not in done for _, ps in todo for p in ps for j in range(settings.n))
+    gen_s, new_tokens = 0.0, 0
+    previous = json.loads((out / SUMMARY).read_text()).get("timing", {}) if (out / SUMMARY).exists() else {}
+    machine = {**_machine(), "judge_isolation": judge.isolation}
+
+    def write_summary() -> dict[str, Any]:
+        """Rewritten after every chunk, so a killed run keeps its partial results and time."""
+        timing = {
+            "wall_s": previous.get("wall_s", 0.0) + time.perf_counter() - started,
+            "generate_s": previous.get("generate_s", 0.0) + gen_s,
+            "judge_s": previous.get("judge_s", 0.0) + judge_s,
+            "new_tokens": previous.get("new_tokens", 0) + new_tokens,
+            "runs": previous.get("runs", 0) + 1,
+        }
+        timing["tokens_per_s"] = timing["new_tokens"] / timing["generate_s"] if timing["generate_s"] else 0.0
+        summary = {"settings": asdict(settings), "ks": sorted(set(ks)), **summarize(records, problems, ks),
+                   "timing": timing, "machine": machine}
+        (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        (out / REPORT).write_text(report_markdown(summary))
+        return summary
+
+    columns = (TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, disable=not show_progress) as progress, (out / SAMPLES).open("a") as sink:
+        task = progress.add_task("eval", total=remaining)
+        for chunk, batch in todo:
+            prompts = [policy.prompt(p) for p in batch]
+            generation = policy.generate(prompts, settings.sampling(chunk))
+            gen_s, new_tokens = gen_s + generation.wall_s, new_tokens + generation.new_tokens
+            fresh = [(p, prompt, j, c)
+                     for p, prompt, samples in zip(batch, prompts, generation.completions, strict=True)
+                     for j, c in enumerate(samples) if (p.id, j) not in done]
+            spans = [prompt.span(c.text) for _, prompt, _, c in fresh]
+            t = time.perf_counter()
+            verdicts = judge.run_many([(p, s.program(c.text)) for (p, _, _, c), s in zip(fresh, spans, strict=True)])
+            judge_s += time.perf_counter() - t
+            for (p, _, j, c), span, verdict in zip(fresh, spans, verdicts, strict=True):
+                record = {
+                    "problem_id": p.id, "sample": j, "difficulty": p.difficulty, "completion": c.text,
+                    "program": span.program(c.text),
+                    "span": {"prefix_chars": len(span.prefix), "start": span.start, "end": span.end},
+                    "finish_reason": c.finish_reason, "tokens": len(c.token_ids), "verdict": verdict.to_dict(),
+                }
+                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                records.append(record)
+            sink.flush()
+            write_summary()
+            progress.advance(task, len(fresh))
+
+    summary = write_summary()
+    plot_verdicts(summary, out / PLOT)
+    return summary
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def report_markdown(summary: dict[str, Any]) -> str:
+    s, t, m = summary["settings"], summary["timing"], summary["machine"]
+    ks = list(summary["pass_at_k"])
+    head = ["dataset", "split", "model", "problems", "n", *[f"pass@{k} (%)" for k in ks], "wall (min)"]
+    row = [s["dataset"], s["split"] or "-", s["model"], summary["problems"], s["n"],
+           *[_pct(summary["pass_at_k"][k]) for k in ks], f"{t['wall_s'] / 60:.1f}"]
+    lines = [f"# {s['model']} on {s['dataset']}" + (f" ({s['split']})" if s["split"] else ""), "",
+             _table(head, [row])]
+    if summary["pass_at_k_by_difficulty"]:
+        rows = [[d, v["problems"], *[_pct(v[k]) if k in v else "-" for k in ks]]
+                for d, v in summary["pass_at_k_by_difficulty"].items()]
+        lines += ["", "## pass@k by difficulty", "", _table(["difficulty", "problems", *head[5:-1]], rows)]
+    total = summary["samples"] or 1
+    lines += ["", "## Verdicts", "",
+              _table(["verdict", "samples", "share (%)"],
+                     [[c, v, _pct(v / total)] for c, v in summary["category"].items()])]
+    if summary["error_type"]:
+        lines += ["", "## Errors by phase/type", "",
+                  _table(["phase/type", "samples"], [[e, v] for e, v in list(summary["error_type"].items())[:15]])]
+    decoding = "greedy" if s["temperature"] == 0 else f"temperature {s['temperature']}, top-p {s['top_p']}"
+    lines += ["", "## Settings", "",
+              f"- decoding: {decoding}, max new tokens {s['max_new_tokens']}, seed {s['seed']}, "
+              f"batch {s['batch_size']}, prompt style {s['style']}",
+              f"- problems solved (any sample passes): {summary['solved']} / {summary['problems']}",
+              f"- wall time {t['wall_s']:.0f} s (generation {t['generate_s']:.0f} s at {t['tokens_per_s']:.1f} tok/s, "
+              f"judging {t['judge_s']:.0f} s) over {t['runs']} run(s)",
+              f"- machine: {m['platform']}, {m['cpus']} CPUs, {m['device']}, {m['torch_threads']} torch threads, "
+              f"torch {m['torch']}, transformers {m['transformers']}, judge isolation {m['judge_isolation'] or '-'}",
+              ""]
+    return "\n".join(lines)
+
+
+def _table(head: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(map(str, head)) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot_verdicts(summary: dict[str, Any], path: Path) -> None:
+    """Horizontal bars of the verdict mix (status, or error phase for crashes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    mix = summary["category"]
+    s = summary["settings"]
+    fig, ax = plt.subplots(figsize=(6, 0.45 * max(len(mix), 2) + 1.2))
+    labels, values = list(mix)[::-1], list(mix.values())[::-1]
+    colors = {"pass": "#2a9d8f", "fail": "#e9c46a", "infra_error": "#8d99ae"}
+    bars = ax.barh(labels, values, color=[colors.get(label, "#e76f51") for label in labels])
+    ax.bar_label(bars, labels=[f"{v} ({_pct(v / (summary['samples'] or 1))}%)" for v in values], padding=3)
+    ax.set_xlabel("samples")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(0, max(values, default=1) * 1.3)
+    ax.set_title(f"{s['model']} on {s['dataset']}: verdicts of {summary['samples']} samples", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rltf.buffer import OnlineBuffer, Sample
+
+
+def sample(n: int, version: int = 0) -> Sample:
+    return Sample(f"p{n}", (1, 2, n), (n, n + 1), (0.5, -0.25), {"status": "fail", "passed": 1, "total": 3},
+                  -0.3, version)
+
+
+def ids(buffer: OnlineBuffer) -> list[str]:
+    return [s.problem_id for s in buffer.samples]
+
+
+def test_staged_samples_enter_only_at_refresh_and_grow_to_capacity() -> None:
+    buffer = OnlineBuffer(capacity=5, seed=0)
+    buffer.stage([sample(0), sample(1)])
+    assert len(buffer) == 0 and buffer.sample(3) == []
+    assert buffer.refresh(step=4) == (2, 0)
+    assert ids(buffer) == ["p0", "p1"] and {s.step_added for s in buffer.samples} == {4}
+    # The original pool dropped as many old samples as arrived, so it never grew past its first size.
+    buffer.stage([sample(2), sample(3)])
+    assert buffer.refresh(step=6) == (2, 0)
+    assert ids(buffer) == ["p0", "p1", "p2", "p3"]
+    assert buffer.refresh(step=8) == (0, 0)  # nothing staged: nothing changes, nothing is loaded twice
+    assert len(buffer) == 4
+
+
+def test_oldest_dropped_first_and_oversized_refresh_keeps_newest() -> None:
+    buffer = OnlineBuffer(capacity=3)
+    buffer.stage([sample(i) for i in range(3)])
+    buffer.refresh(0)
+    buffer.stage([sample(3), sample(4)])
+    assert buffer.refresh(1) == (2, 2)
+    assert ids(buffer) == ["p2", "p3", "p4"]
+    assert [s.step_added for s in buffer.samples] == [0, 1, 1]
+    buffer.stage([sample(i) for i in range(10, 15)])
+    assert buffer.refresh(2) == (5, 5)
+    assert ids(buffer) == ["p12", "p13", "p14"]
+
+
+def test_sampling_is_uniform_distinct_and_seeded() -> None:
+    def draws(seed: int) -> list[list[str]]:
+        buffer = OnlineBuffer(capacity=100, seed=seed)
+        buffer.stage([sample(i) for i in range(20)])
+        buffer.refresh(0)
+        return [[s.problem_id for s in buffer.sample(4)] for _ in range(200)]
+
+    first = draws(1)
+    assert first == draws(1) and first != draws(2)
+    assert all(len(set(d)) == 4 for d in first)
+    counts = {f"p{i}": sum(d.count(f"p{i}") for d in first) for i in range(20)}
+    assert min(counts.values()) > 15 and max(counts.values()) < 70  # 800 draws over 20: 40 each on average
+    small = OnlineBuffer(capacity=5)
+    small.stage([sample(0), sample(1)])
+    small.refresh(0)
+    assert sorted(s.problem_id for s in small.sample(10)) == ["p0", "p1"]
+
+
+def test_persistence_round_trip_continues_the_same_draws(tmp_path: Path) -> None:
+    buffer = OnlineBuffer(capacity=4, seed=7)
+    buffer.stage([sample(i, version=i) for i in range(6)])
+    buffer.refresh(3)
+    buffer.stage([sample(9, version=5)])  # pending samples are part of the state
+    buffer.sample(2)
+    buffer.save(tmp_path / "buffer.pt")
+    loaded = OnlineBuffer.load(tmp_path / "buffer.pt")
+    assert loaded.capacity == 4
+    assert list(loaded.samples) == list(buffer.samples) and loaded.pending == buffer.pending
+    assert [s.problem_id for s in loaded.sample(3)] == [s.problem_id for s in buffer.sample(3)]
+    assert loaded.refresh(4) == buffer.refresh(4) and list(loaded.samples) == list(buffer.samples)
+
+
+def test_sample_checks_lengths() -> None:
+    with pytest.raises(ValueError, match="returns"):
+        Sample("p", (1,), (1, 2), (0.0,), {}, 0.0, 0)
+    with pytest.raises(ValueError):
+        OnlineBuffer(capacity=0)

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tiny_policy import make_tiny_model
+from typer.testing import CliRunner
+
+from rltf.cli import app
+from rltf.evaluation import mean_pass_at_k, pass_at_k, plan_chunks, summarize
+from rltf.judge.verdict import ErrorInfo, Verdict
+from rltf.problems import Problem
+
+MBPP_IDS = ["mbpp/11", "mbpp/12", "mbpp/13"]  # the first three of the test split
+
+
+@pytest.mark.parametrize(("n", "c", "k", "expected"), [
+    (5, 1, 1, 0.2),
+    (5, 2, 2, 1 - 3 / 10),  # 1 - C(3,2)/C(5,2)
+    (10, 3, 5, 1 - 21 / 252),  # 1 - C(7,5)/C(10,5)
+    (10, 0, 10, 0.0),
+    (3, 2, 2, 1.0),  # n - c < k: every draw of 2 contains a pass
+    (1, 1, 1, 1.0),
+])
+def test_pass_at_k(n: int, c: int, k: int, expected: float) -> None:
+    assert pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+def test_pass_at_k_rejects_undefined_and_averages() -> None:
+    with pytest.raises(ValueError):
+        pass_at_k(2, 1, 3)
+    assert mean_pass_at_k([(5, 1), (5, 5), (4, 0)], [1, 5]) == {1: pytest.approx((0.2 + 1 + 0) / 3)}
+    assert mean_pass_at_k([], [1]) == {}
+
+
+def test_chunks_group_similar_prompt_lengths_and_isolate_long_ones() -> None:
+    assert plan_chunks([300, 100, 200], draws=1, batch_size=16) == [[1, 2, 0]]
+    lengths = [100] * 20 + [3000]  # one huge prompt must not pad a batch of short ones
+    assert plan_chunks(lengths, draws=1, batch_size=16) == [list(range(16)), [16, 17, 18, 19], [20]]
+    assert plan_chunks([100, 100, 100], draws=10, batch_size=16) == [[0], [1], [2]]  # one problem's samples
+    assert plan_chunks([100, 100], draws=20, batch_size=16) == [[0], [1]]
+    assert plan_chunks([], draws=1, batch_size=16) == []
+
+
+def test_summarize_breaks_down_by_difficulty_and_error() -> None:
+    def problem(pid: str, difficulty: str) -> Problem:
+        return Problem(id=pid, source="apps", prompt="", difficulty=difficulty,
+                       tests={"kind": "stdio", "cases": [{"input": "", "output": ""}] * 2})
+
+    verdicts = {
+        "a": [Verdict("pass", 2, 2), Verdict("fail", 1, 2)],
+        "b": [Verdict("error", 0, 2, ErrorInfo("runtime", "NameError")), Verdict("error", 0, 2,
+                                                                                ErrorInfo("compile", "SyntaxError"))],
+        "c": [Verdict("error", 0, 2, ErrorInfo("timeout", "Timeout")), Verdict("pass", 2, 2)],
+    }
+    records = [{"problem_id": pid, "sample": j, "verdict": v.to_dict()}
+               for pid, vs in verdicts.items() for j, v in enumerate(vs)]
+    records.append({"problem_id": "elsewhere", "sample": 0, "verdict": Verdict("pass", 1, 1).to_dict()})
+    problems = [problem("a", "introductory"), problem("b", "introductory"), problem("c", "competition")]
+    summary = summarize(records, problems, [1, 2, 5])
+    assert summary["problems"] == 3 and summary["samples"] == 6 and summary["solved"] == 2
+    assert summary["pass_at_k"] == {"1": pytest.approx(1 / 3), "2": pytest.approx(2 / 3)}
+    assert summary["pass_at_k_by_difficulty"] == {
+        "competition": {"problems": 1, "1": 0.5, "2": 1.0},
+        "introductory": {"problems": 2, "1": 0.25, "2": 0.5},
+    }
+    assert summary["status"] == {"error": 3, "pass": 2, "fail": 1}
+    assert summary["category"] == {"pass": 2, "fail": 1, "error/runtime": 1, "error/compile": 1,
+                                   "error/timeout": 1}
+    assert summary["error_type"] == {"runtime/NameError": 1, "compile/SyntaxError": 1, "timeout/Timeout": 1}
+    assert summary["mean_pass_ratio"] == pytest.approx((1 + 0.5 + 0 + 0 + 0 + 1) / 6)
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _outcome(record: dict) -> tuple:
+    """A sample without its timings, which differ between judge runs."""
+    v = record["verdict"]
+    return record["problem_id"], record["sample"], record["completion"], record["program"], v["status"], v["passed"]
+
+
+def test_eval_cli_end_to_end_and_resume(tmp_path: Path) -> None:
+    model = make_tiny_model(tmp_path / "tiny")
+    out = tmp_path / "out"
+    args = ["eval", "--model", str(model), "--dataset", "mbpp", "--limit", "3", "--n", "2", "--k", "1,2",
+            "--temperature", "0.8", "--max-new-tokens", "12", "--batch-size", "4", "--workers", "1", "--seed", "3",
+            "--out", str(out)]
+    runner = CliRunner()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert {"samples.jsonl", "summary.json", "report.md", "verdicts.png", "run.json"} <= {p.name for p in out.iterdir()}
+    assert (out / "verdicts.png").read_bytes().startswith(b"\x89PNG")
+    assert json.loads((out / "run.json").read_text())["split"] == "test"  # MBPP defaults to its test split
+    records = _lines(out / "samples.jsonl")
+    assert sorted((r["problem_id"], r["sample"]) for r in records) == [(p, j) for p in MBPP_IDS for j in (0, 1)]
+    for r in records:
+        span = r["span"]
+        assert r["program"][span["prefix_chars"]:] == r["completion"][span["start"]:span["end"]]
+        assert r["verdict"]["status"] != "infra_error" and r["tokens"] <= 12
+
+    summary = json.loads((out / "summary.json").read_text())
+    passed = {p: sum(r["verdict"]["status"] == "pass" for r in records if r["problem_id"] == p) for p in MBPP_IDS}
+    assert summary["problems"] == 3 and summary["samples"] == 6
+    assert summary["pass_at_k"]["1"] == pytest.approx(sum(c / 2 for c in passed.values()) / 3)
+    assert sum(summary["status"].values()) == 6
+    assert summary["status"] == {s: sum(r["verdict"]["status"] == s for r in records) for s in summary["status"]}
+    report = (out / "report.md").read_text()
+    assert "pass@1 (%)" in report and "pass@2 (%)" in report and "## Verdicts" in report
+
+    # Interrupted run: the last chunk is lost and a line is torn; one verdict was a judge failure.
+    kept = [r for r in records if r["problem_id"] != "mbpp/13"]
+    kept[0] = {**kept[0], "verdict": Verdict.infra("worker died", 2).to_dict()}
+    (out / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept) + '{"problem_id": "mbp')
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    resumed = _lines(out / "samples.jsonl")
+    assert sorted(map(_outcome, resumed)) == sorted(map(_outcome, records))  # same samples, same verdicts
+    assert json.loads((out / "summary.json").read_text())["timing"]["runs"] == 2
+
+    result = runner.invoke(app, [*args[:-2], "--temperature", "0.5", "--out", str(out)])
+    assert result.exit_code != 0 and "other settings" in str(result.exception)

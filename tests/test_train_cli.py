@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rltf.cli import app
+from rltf.config import ConfigError, TrainConfig, load_config
+
+
+def test_shipped_configs_load_and_the_default_is_embedded() -> None:
+    assert load_config() == TrainConfig() == load_config("smollm2-mbpp-cpu")
+    paper = load_config("codet5-apps")
+    assert (paper.model.name, paper.optim.lr, paper.buffer.capacity, paper.buffer.update_freq) == \
+        ("Salesforce/codet5-large", 2e-6, 6400, 50)
+    assert paper.feedback.fine_weight == 0.3 and paper.feedback.adaptive and paper.feedback.baseline == "greedy"
+    assert paper.optim.warmup_steps == 500 and 2 * paper.optim.micro_batch * paper.optim.grad_accum == 32
+    assert load_config("qwen-coder-mbpp").model.name.startswith("Qwen/")
+    assert load_config("tiny-smoke").model.random_init is not None
+
+
+def test_overrides_are_typed_by_the_dataclass_field() -> None:
+    config = load_config("tiny-smoke", ["optim.lr=3e-6", "model.threads=null", "data.split=validation",
+                                        "model.lora.target_modules=[q_proj, v_proj]", "rollout.online=false",
+                                        "feedback.baseline=none", "steps=7"])
+    assert config.optim.lr == 3e-6 and config.model.threads is None and config.data.split == "validation"
+    assert config.model.lora.target_modules == ["q_proj", "v_proj"] and not config.rollout.online
+    assert config.feedback.baseline == "none" and config.steps == 7
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("optim.lrr=1", "unknown config key 'optim.lrr'"),
+    ("optim=1", "optim is a section"),
+    ("steps=1.5", "steps: expected int"),
+    ("rollout.online=maybe", "rollout.online: expected bool"),
+    ("feedback.baseline=mean", "'mean' is not one of"),
+    ("buffer.capacity=0", "buffer.capacity"),
+    ("steps", "not key=value"),
+])
+def test_bad_overrides_fail_with_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config("tiny-smoke", [override])
+
+
+def test_unknown_key_in_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("optim:\n  lr: 1.0e-5\n  warmup: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) warmup in section 'optim'.*warmup_steps"):
+        load_config(str(path))
+    runner = CliRunner(env={"COLUMNS": "400"})  # error boxes must not wrap the messages
+    result = runner.invoke(app, ["train", "--config", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0 and "warmup" in result.output
+
+
+def test_train_resume_and_report_commands(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    runner = CliRunner(env={"COLUMNS": "400"})  # error boxes must not wrap the messages
+    common = ["eval.limit=1", "eval.max_new_tokens=8", "rollout.max_new_tokens=8"]
+    result = runner.invoke(app, ["train", "--config", "tiny-smoke", "--out", str(out), "--steps", "1", *common])
+    assert result.exit_code == 0, result.output
+    assert {"config.yaml", "metrics.jsonl", "checkpoints", "tb", "eval", "plot_rewards.png", "plot_verdicts.png",
+            "plot_eval.png", "plot_loss_time.png"} <= {p.name for p in out.iterdir()}
+    assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb").iterdir())
+    assert json.loads((out / "eval" / "step-000001" / "summary.json").read_text())["settings"]["temperature"] == 0
+    assert load_config(str(out / "config.yaml")).steps == 1
+
+    result = runner.invoke(app, ["train", "--config", "tiny-smoke", "--out", str(out)])
+    assert result.exit_code != 0 and "already holds a run" in result.output
+    result = runner.invoke(app, ["train", "--out", str(out), "--resume", "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert (out / "eval" / "step-000002" / "summary.json").is_file()
+
+    result = runner.invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "plot_eval.png" in result.output and "eval step 2" in result.output
+    assert (out / "plot_rewards.png").read_bytes().startswith(b"\x89PNG")

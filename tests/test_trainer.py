@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from rltf.config import load_config
+from rltf.policy import Prompt
+from rltf.trainer import (
+    ProblemSampler,
+    Trainer,
+    TrainItem,
+    collate,
+    read_metrics,
+    reference_completion,
+    target_logprobs,
+    weighted_nll,
+)
+
+REQUIRED = {"step", "loss", "loss_rl", "loss_sl", "reward_mean", "reward_adaptive", "reward_fine", "reward_baseline",
+            "sample_pass_rate", "time_gen_s", "time_judge_s", "time_train_s", "tokens_per_s_gen",
+            "tokens_per_s_train", "verdicts", "buffer_size", "lr", "grad_norm"}
+
+
+class FixedLogits(torch.nn.Module):
+    """A causal 'model' whose logits at position i are row i of a table, whatever the input."""
+
+    def __init__(self, table: list[list[float]]) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.tensor(table))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(logits=self.table[: input_ids.shape[1]].expand(input_ids.shape[0], -1, -1))
+
+
+def test_policy_gradient_and_cross_entropy_by_hand() -> None:
+    # vocab of 3; row i predicts the token at position i + 1
+    table = [[0.0, math.log(3.0), 0.0], [math.log(2.0), 0.0, math.log(2.0)], [0.0, 0.0, 0.0]]
+    model = FixedLogits(table)
+    items = [TrainItem([0], [1, 2], [2.0, -1.0]), TrainItem([0, 1], [0], [0.5])]
+    batch = collate(items, pad_id=0, max_len=16, encoder_decoder=False)
+    assert batch["input_ids"].tolist() == [[0, 1, 2], [0, 1, 0]]
+    assert batch["target_mask"].tolist() == [[False, True, True], [False, False, True]]
+    logp, weights = target_logprobs(model, batch)
+    # row 0 -> p(1) = 3/5; row 1 -> p(2) = 2/5; the second sequence's target sits at position 2: row 1, p(0) = 2/5
+    expected = torch.tensor([math.log(3 / 5), math.log(2 / 5), math.log(2 / 5)])
+    assert torch.allclose(logp, expected, atol=1e-6)
+    assert weights.tolist() == [2.0, -1.0, 0.5]
+    loss = weighted_nll(logp, weights)
+    by_hand = -(2.0 * math.log(3 / 5) - 1.0 * math.log(2 / 5) + 0.5 * math.log(2 / 5)) / 3  # mean over 3 tokens
+    assert loss.item() == pytest.approx(by_hand, abs=1e-6)
+    loss.backward()  # the gradient reaches the logits
+    assert model.table.grad is not None and model.table.grad.abs().sum() > 0
+    ce = weighted_nll(logp.detach(), torch.ones(3))
+    assert ce.item() == pytest.approx(-(math.log(3 / 5) + 2 * math.log(2 / 5)) / 3, abs=1e-6)
+    assert weighted_nll(torch.zeros(0), torch.zeros(0)).item() == 0.0
+
+
+def test_collate_truncates_targets_and_pads_encoder_decoder() -> None:
+    causal = collate([TrainItem(list(range(10, 16)), [1, 2, 3, 4], [1.0] * 4)], 0, max_len=8, encoder_decoder=False)
+    assert causal["input_ids"].tolist() == [[10, 11, 12, 13, 14, 15, 1, 2]]  # target cut at the length limit
+    assert causal["weights"].tolist() == [[0.0] * 6 + [1.0, 1.0]]
+    seq2seq = collate([TrainItem([5, 6, 7], [1, 2], [0.5, 0.25]), TrainItem([5], [3], [1.0])], 0, 8, True)
+    assert seq2seq["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
+    assert seq2seq["labels"].tolist() == [[1, 2], [3, -100]]
+    assert seq2seq["weights"].tolist() == [[0.5, 0.25], [1.0, 0.0]]
+
+
+def test_reference_completion_follows_the_prompt_mode() -> None:
+    assert reference_completion(Prompt("q"), "def f():\n    return 1\n") == "```python\ndef f():\n    return 1\n```"
+    assert reference_completion(Prompt("q", mode="open_fence"), "x = 1\n") == "x = 1\n```"
+    assert reference_completion(Prompt("def f():", mode="completion", prefix="def f():"), "def f():\n  pass") == \
+        "\n  pass"
+
+
+def test_problem_sampler_covers_each_problem_once_per_epoch_and_resumes() -> None:
+    sampler = ProblemSampler(5, seed=3)
+    first = sampler.draw(5)
+    assert sorted(first) == list(range(5))
+    state = sampler.state_dict()
+    later = sampler.draw(7)
+    assert sorted(later[:5]) == list(range(5)) and sampler.epoch == 2
+    again = ProblemSampler(5, seed=99)
+    again.load_state_dict(state)
+    assert again.draw(7) == later
+
+
+def _config(*overrides: str):
+    return load_config("tiny-smoke", ["log.tensorboard=false", *overrides])
+
+
+def _params(run_dir: Path, name: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / name / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("full")
+    assert Trainer(_config(), run_dir, show_progress=False).run() == 3
+    return run_dir
+
+
+def test_tiny_smoke_trains_online_end_to_end(full_run: Path) -> None:
+    records = read_metrics(full_run)
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for record in records:
+        assert set(record) >= REQUIRED, REQUIRED - set(record)
+        assert sum(record["verdicts"].values()) == 4  # 2 problems x 2 samples, judged
+        assert record["samples_new"] + record["samples_dropped_infra"] <= 4
+        assert record["loss_sl"] > 0 and record["loss_rl"] is not None
+    assert all(r["buffer_added"] > 0 for r in records)  # update_freq 1: every step refreshes
+    checkpoint = full_run / "checkpoints" / "step-000003"
+    assert sorted(p.name for p in (full_run / "checkpoints").iterdir()) == ["step-000003"]  # keep 1
+    before, after = _params(full_run, "init-model"), _params(checkpoint, "model")
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(checkpoint / "model")  # plain HF format
+    AutoTokenizer.from_pretrained(checkpoint / "model")
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(full_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert Trainer(_config(), run_dir, show_progress=False).run(stop_at=2) == 2
+    # What a kill -9 can leave behind: a half-written checkpoint, the next step's metrics line, a torn line.
+    (run_dir / "checkpoints" / ".tmp-step-000003").mkdir()
+    with (run_dir / "metrics.jsonl").open("a") as sink:
+        sink.write(json.dumps({"step": 3, "loss": 123.0}) + "\n" + '{"step": 4, "lo')
+    with pytest.raises(FileExistsError):
+        Trainer(_config(), run_dir, show_progress=False)
+    resumed = Trainer(_config(), run_dir, resume=True, show_progress=False)
+    assert resumed.step == 2 and not (run_dir / "checkpoints" / ".tmp-step-000003").exists()
+    assert resumed.run() == 3
+
+    full, mine = read_metrics(full_run), read_metrics(run_dir)
+    assert [r["step"] for r in mine] == [1, 2, 3]
+    for a, b in zip(full, mine):
+        for key in ("verdicts", "samples_new", "buffer_size", "buffer_added", "buffer_dropped", "reward_mean",
+                    "gen_tokens", "train_tokens", "staleness_mean"):
+            assert a[key] == b[key], key
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
+    ref, got = [torch.load(d / "checkpoints" / "step-000003" / "buffer.pt", weights_only=True)
+                for d in (full_run, run_dir)]
+    assert [s["problem_id"] for s in ref["samples"]] == [s["problem_id"] for s in got["samples"]]
+    for x, y in zip(ref["samples"], got["samples"]):
+        assert torch.equal(x["completion_ids"], y["completion_ids"]) and torch.equal(x["returns"], y["returns"])
+    assert ref["rng"] == got["rng"]
+    state = [torch.load(d / "checkpoints" / "step-000003" / "trainer.pt", weights_only=True)
+             for d in (full_run, run_dir)]
+    assert state[0]["sampler"] == state[1]["sampler"] and state[0]["sl_rng"] == state[1]["sl_rng"]
+    a, b = (_params(d / "checkpoints" / "step-000003", "model") for d in (full_run, run_dir))
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def test_lost_metrics_line_comes_back_from_the_checkpoint(full_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(full_run, run_dir)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines[:2]) + "\n")  # killed after the rename
+    Trainer(_config(), run_dir, resume=True, show_progress=False)
+    assert [r["step"] for r in read_metrics(run_dir)] == [1, 2, 3]
+
+
+def test_offline_group_mean_with_lora_checkpoints_adapter_and_merged_model(tmp_path: Path) -> None:
+    config = _config("steps=2", "rollout.online=false", "data.limit=2", "feedback.baseline=group_mean",
+                     "model.lora.enabled=true", "model.lora.target_modules=[q_proj, v_proj]", "optim.sl_weight=0")
+    trainer = Trainer(config, tmp_path, show_progress=False)
+    assert trainer.run(stop_at=1) == 1
+    records = read_metrics(tmp_path)
+    assert records[0]["samples_new"] == 0 and records[0]["time_gen_s"] == 0  # no generation once offline
+    assert records[0]["loss_sl"] is None and records[0]["buffer_size"] > 0
+    checkpoint = tmp_path / "checkpoints" / "step-000001"
+    assert (checkpoint / "adapter" / "adapter_config.json").is_file()
+    merged = _params(checkpoint, "model")
+    assert not any("lora" in k for k in merged)
+    resumed = Trainer(config, tmp_path, resume=True, show_progress=False)
+    assert len(resumed.buffer) == records[0]["buffer_size"] and resumed.offline_done
+    assert resumed.run() == 2
