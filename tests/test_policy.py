@@ -183,6 +183,23 @@ def test_generation_is_seeded_batched_and_consistent(tiny: Policy) -> None:
     assert all(cs[0] == cs[1] for cs in greedy.completions)
 
 
+def test_greedy_first_rides_a_greedy_row_in_the_sampled_batch(tiny: Policy) -> None:
+    prompts = [tiny.prompt(mbpp()), tiny.prompt(humaneval())]
+    greedy = tiny.generate(prompts, SamplingParams(n=1, temperature=0, max_new_tokens=12))
+    params = SamplingParams(n=4, temperature=1.5, top_p=0.95, max_new_tokens=12, seed=3, batch_size=8,
+                            greedy_first=True)
+    mixed = tiny.generate(prompts, params)
+    assert [cs[0] for cs in mixed.completions] == [cs[0] for cs in greedy.completions]
+    sampled = {c.token_ids for cs in mixed.completions for c in cs[1:]}
+    assert len(sampled) > 1 and not sampled <= {cs[0].token_ids for cs in greedy.completions}
+
+
+def test_answer_writes_a_reference_solution_the_way_the_prompt_asks() -> None:
+    assert Prompt("q").answer("def f():\n    return 1\n") == "```python\ndef f():\n    return 1\n```"
+    assert Prompt("q", mode="open_fence").answer("x = 1\n") == "x = 1\n```"
+    assert Prompt("def f():", mode="completion", prefix="def f():").answer("def f():\n  pass") == "\n  pass"
+
+
 def test_load_errors_are_actionable(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="downloads are off"):
         Policy.load("no-such-org/no-such-model-xyz")

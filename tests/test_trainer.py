@@ -10,14 +10,12 @@ import pytest
 import torch
 
 from rltf.config import load_config
-from rltf.policy import Prompt
 from rltf.trainer import (
     ProblemSampler,
     Trainer,
     TrainItem,
     collate,
     read_metrics,
-    reference_completion,
     target_logprobs,
     weighted_nll,
 )
@@ -71,13 +69,6 @@ def test_collate_truncates_targets_and_pads_encoder_decoder() -> None:
     assert seq2seq["weights"].tolist() == [[0.5, 0.25], [1.0, 0.0]]
 
 
-def test_reference_completion_follows_the_prompt_mode() -> None:
-    assert reference_completion(Prompt("q"), "def f():\n    return 1\n") == "```python\ndef f():\n    return 1\n```"
-    assert reference_completion(Prompt("q", mode="open_fence"), "x = 1\n") == "x = 1\n```"
-    assert reference_completion(Prompt("def f():", mode="completion", prefix="def f():"), "def f():\n  pass") == \
-        "\n  pass"
-
-
 def test_problem_sampler_covers_each_problem_once_per_epoch_and_resumes() -> None:
     sampler = ProblemSampler(5, seed=3)
     first = sampler.draw(5)
@@ -113,6 +104,7 @@ def test_tiny_smoke_trains_online_end_to_end(full_run: Path) -> None:
     for record in records:
         assert set(record) >= REQUIRED, REQUIRED - set(record)
         assert sum(record["verdicts"].values()) == 4  # 2 problems x 2 samples, judged
+        assert record["greedy_pass_rate"] is not None  # the baselines, judged apart from the samples
         assert record["samples_new"] + record["samples_dropped_infra"] <= 4
         assert record["loss_sl"] > 0 and record["loss_rl"] is not None
     assert all(r["buffer_added"] > 0 for r in records)  # update_freq 1: every step refreshes

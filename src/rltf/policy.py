@@ -225,6 +225,15 @@ class Prompt:
             return any(s in completion for s in self.stop)
         return python_block_closed(completion, open_fence=self.mode == "open_fence")
 
+    def answer(self, solution: str) -> str:
+        """``solution`` written the way this prompt asks the model to answer (the SL target)."""
+        code = solution.strip("\n")
+        if self.mode == "fenced":
+            return f"```python\n{code}\n```"
+        if self.mode == "open_fence":
+            return f"{code}\n```"
+        return solution[len(self.prefix):] if self.prefix and solution.startswith(self.prefix) else solution
+
 
 # --------------------------------------------------------------------------- prompt templates
 # One table, keyed by (benchmark family, prompt style). Chat templates return the user message;
@@ -311,6 +320,9 @@ class SamplingParams:
     seed: int | None = 0
     batch_size: int = 16
     """Sequences per ``generate`` call (prompts x samples)."""
+    greedy_first: bool = False
+    """When sampling, make each prompt's first completion greedy: a greedy baseline then rides in
+    the sampled batch instead of costing a ``generate`` call of its own."""
 
     @property
     def greedy(self) -> bool:
@@ -387,6 +399,23 @@ class _StopWhenDone:
         return torch.tensor([e is not None for e in self.ended], device=input_ids.device)
 
 
+class _ArgmaxRows:
+    """Turns the given rows of a sampled batch greedy: every token but the top-scoring one gets
+    ``-inf``, so sampling can only pick the argmax (temperature and top-p never change which
+    token scores highest)."""
+
+    def __init__(self, rows: list[int]):
+        self.rows = rows
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        picked = scores[self.rows]
+        top = picked.argmax(-1, keepdim=True)  # the first maximum, as greedy decoding picks it
+        scores[self.rows] = torch.full_like(picked, float("-inf")).scatter(-1, top, picked.gather(-1, top))
+        return scores
+
+
 @dataclass
 class Policy:
     """A loaded model + tokenizer and the prompt style used with it."""
@@ -441,16 +470,21 @@ class Policy:
     def prompt(self, problem: Problem) -> Prompt:
         return build_prompt(problem, self.style, self.tokenizer)
 
-    def encode(self, texts: Sequence[str]) -> Any:
-        """Left-padded prompt batch on the model's device, tokenized exactly as generation does."""
+    def _tokenize(self, prompts: Sequence[Prompt], **kwargs: Any) -> Any:
         # a rendered chat template carries its own special tokens
-        return self.tokenizer(list(texts), return_tensors="pt", padding=True,
-                              add_special_tokens=self.style != "chat").to(self.model.device)
+        return self.tokenizer([p.text for p in prompts], add_special_tokens=self.style != "chat", **kwargs)
+
+    def encode(self, prompts: Sequence[Prompt]) -> Any:
+        """Left-padded prompt batch on the model's device, as ``generate`` feeds it to the model."""
+        return self._tokenize(prompts, return_tensors="pt", padding=True).to(self.model.device)
+
+    def prompt_ids(self, prompts: Sequence[Prompt]) -> list[list[int]]:
+        """Token ids of each prompt exactly as generation sees them (without padding)."""
+        return self._tokenize(prompts).input_ids
 
     def prompt_lengths(self, prompts: Sequence[Prompt]) -> list[int]:
         """Prompt sizes in tokens, so callers can batch similar lengths (padding costs full compute)."""
-        ids = self.tokenizer([p.text for p in prompts], add_special_tokens=self.style != "chat").input_ids
-        return [len(x) for x in ids]
+        return [len(x) for x in self.prompt_ids(prompts)]
 
     def _eos_ids(self) -> set[int]:
         ids = {self.tokenizer.eos_token_id}
@@ -462,7 +496,8 @@ class Policy:
         """Sample ``params.n`` completions per prompt with the current weights.
 
         Deterministic given ``params.seed`` and the same prompts (the seed is set once, then the
-        batches run in order). Greedy decoding samples once and repeats the result ``n`` times.
+        batches run in order). Greedy decoding samples once and repeats the result ``n`` times;
+        with ``greedy_first`` sample 0 of each prompt is greedy and the other ``n - 1`` are sampled.
         """
         import torch
 
@@ -486,9 +521,9 @@ class Policy:
 
     def _generate_batch(self, prompts: Sequence[Prompt], draws: int, params: SamplingParams) -> list[list[Completion]]:
         import torch
-        from transformers import GenerationConfig, StoppingCriteriaList
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
-        inputs = self.encode([p.text for p in prompts])
+        inputs = self.encode(prompts)
         eos = self._eos_ids()
         config = GenerationConfig(
             max_new_tokens=params.max_new_tokens,
@@ -504,9 +539,13 @@ class Policy:
         start = 1 if self.is_encoder_decoder else inputs.input_ids.shape[1]
         rows = [p for p in prompts for _ in range(draws)]
         stopper = _StopWhenDone(self.tokenizer, rows, start, eos)
+        processors = LogitsProcessorList()
+        if params.greedy_first and not params.greedy:
+            processors.append(_ArgmaxRows(list(range(0, len(rows), draws))))
         with torch.inference_mode():
             out = self.model.generate(
-                **inputs, generation_config=config, stopping_criteria=StoppingCriteriaList([stopper])
+                **inputs, generation_config=config, logits_processor=processors,
+                stopping_criteria=StoppingCriteriaList([stopper]),
             )
         generated = out[:, start:].tolist()
         result: list[list[Completion]] = [[] for _ in prompts]

@@ -138,16 +138,6 @@ def load_problem_set(dataset: str, split: str | None, path: str | None, limit: i
     return load_dataset(dataset, split, path, limit)
 
 
-def reference_completion(prompt: Prompt, solution: str) -> str:
-    """A reference solution written the way the policy is asked to answer ``prompt``, for the SL term."""
-    code = solution.strip("\n")
-    if prompt.mode == "fenced":
-        return f"```python\n{code}\n```"
-    if prompt.mode == "open_fence":
-        return f"{code}\n```"
-    return solution[len(prompt.prefix):] if prompt.prefix and solution.startswith(prompt.prefix) else solution
-
-
 @dataclass(frozen=True)
 class TrainItem:
     """One sequence of a micro-batch: context, target tokens and the weight of each target token."""
@@ -270,20 +260,26 @@ def _seed(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
 
 
+class Prompts:
+    """Each problem's prompt and its token ids as generation sees them, built once per run."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._cache: dict[str, tuple[Prompt, tuple[int, ...]]] = {}
+
+    def __call__(self, problem: Problem) -> tuple[Prompt, tuple[int, ...]]:
+        if problem.id not in self._cache:
+            prompt = self.policy.prompt(problem)
+            self._cache[problem.id] = (prompt, tuple(self.policy.prompt_ids([prompt])[0]))
+        return self._cache[problem.id]
+
+
 class Actor:
     """Samples programs with the policy's current weights and turns their verdicts into samples."""
 
-    def __init__(self, policy: Policy, judge: JudgeService, config: TrainConfig,
+    def __init__(self, policy: Policy, judge: JudgeService, config: TrainConfig, prompts: Prompts,
                  autocast: Callable[[], contextlib.AbstractContextManager[Any]]) -> None:
-        self.policy, self.judge, self.config, self.autocast = policy, judge, config, autocast
-        self._prompt_ids: dict[str, tuple[int, ...]] = {}
-
-    def prompt_ids(self, problem: Problem, prompt: Prompt) -> tuple[int, ...]:
-        """The ids generation saw (a rendered chat template carries its own special tokens)."""
-        if problem.id not in self._prompt_ids:
-            ids = self.policy.tokenizer(prompt.text, add_special_tokens=self.policy.style != "chat").input_ids
-            self._prompt_ids[problem.id] = tuple(ids)
-        return self._prompt_ids[problem.id]
+        self.policy, self.judge, self.config, self.prompts, self.autocast = policy, judge, config, prompts, autocast
 
     def _generate(self, prompts: list[Prompt], params: SamplingParams, rollout: Rollout) -> list[list[Any]]:
         with self.autocast():
@@ -293,36 +289,34 @@ class Actor:
         return generation.completions
 
     def rollout(self, problems: Sequence[Problem], step: int) -> Rollout:
-        """K samples per problem (+ greedy baselines when the baseline needs them), judged while
-        generation goes on: every ``generate`` call's programs are queued to the judge thread at once."""
+        """K samples per problem (+ a greedy baseline, decoded as the first row of the same batch),
+        judged while generation goes on: every ``generate`` call's programs are queued to the judge
+        thread at once."""
         cfg, fb = self.config.rollout, self.config.feedback
         k, rollout = cfg.samples_per_problem, Rollout()
+        greedy = fb.baseline == "greedy"
+        draws = k + greedy  # each problem's rows are adjacent: [greedy,] sample 1 .. sample K
         busy0 = self.judge.busy_s
-        prompts = [self.policy.prompt(p) for p in problems]
-        sampled, greedy_futures = [], []
-        if fb.baseline == "greedy":
-            params = SamplingParams(1, 0.0, 1.0, cfg.max_new_tokens, 0, cfg.batch_size)
-            for start in range(0, len(problems), cfg.batch_size):
-                chunk = range(start, min(start + cfg.batch_size, len(problems)))
-                completions = self._generate([prompts[i] for i in chunk], params, rollout)
-                programs = [prompts[i].span(c[0].text).program(c[0].text) for i, c in zip(chunk, completions)]
-                greedy_futures.append(self.judge.submit([(problems[i], p) for i, p in zip(chunk, programs)]))
-        per_call = max(1, cfg.batch_size // k)
+        prompts = [self.prompts(p)[0] for p in problems]
+        calls = []
+        per_call = max(1, cfg.batch_size // draws)
         for start in range(0, len(problems), per_call):
             chunk = range(start, min(start + per_call, len(problems)))
             seed = _seed(self.config.seed, step, *(problems[i].id for i in chunk))  # distinct per call, reproducible
-            params = SamplingParams(k, cfg.temperature, cfg.top_p, cfg.max_new_tokens, seed, cfg.batch_size)
+            params = SamplingParams(draws, cfg.temperature, cfg.top_p, cfg.max_new_tokens, seed, cfg.batch_size,
+                                    greedy_first=greedy)
             completions = self._generate([prompts[i] for i in chunk], params, rollout)
             items = [(i, c, prompts[i].span(c.text)) for i, cs in zip(chunk, completions) for c in cs]
             future = self.judge.submit([(problems[i], span.program(c.text)) for i, c, span in items])
-            sampled.append((items, future))
+            calls.append((items, future))
         waited = time.perf_counter()
-        baselines = [v for f in greedy_futures for v in f.result()]
-        judged = [(item, v) for items, future in sampled for item, v in zip(items, future.result())]
+        judged = [(item, v) for items, future in calls for item, v in zip(items, future.result())]
         rollout.judge_wait_s = time.perf_counter() - waited
         rollout.judge_busy_s = self.judge.busy_s - busy0
+        baselines = {item[0]: v for j, (item, v) in enumerate(judged) if greedy and j % draws == 0}
+        judged = [pair for j, pair in enumerate(judged) if not greedy or j % draws]
         rollout.greedy = len(baselines)
-        rollout.greedy_passed = sum(v.status == "pass" for v in baselines)
+        rollout.greedy_passed = sum(v.status == "pass" for v in baselines.values())
 
         for j, ((i, completion, span), verdict) in enumerate(judged):
             rollout.programs += 1
@@ -348,7 +342,7 @@ class Actor:
             rollout.terms.setdefault("baseline", []).append(record.baseline)
             rollout.token_returns.extend(values)
             rollout.samples.append(Sample(
-                problems[i].id, self.prompt_ids(problems[i], prompts[i]), completion.token_ids, tuple(values),
+                problems[i].id, self.prompts(problems[i])[1], completion.token_ids, tuple(values),
                 {"status": verdict.status, "category": verdict.error_category, "passed": verdict.passed,
                  "total": verdict.total}, record.reward, step))
         return rollout
@@ -446,7 +440,7 @@ class Trainer:
         self.sl_rng = random.Random(_seed(config.seed, "sl"))
         self.step = 0
         self.offline_done = False
-        self._sl_prompts: dict[str, tuple[int, ...]] = {}
+        self.prompts = Prompts(self.policy)
         self._checkpoint_record: dict[str, Any] | None = None
         if checkpoint is not None:
             self._load_state(checkpoint)
@@ -575,7 +569,7 @@ class Trainer:
         try:
             with JudgeService(self.config.judge) as judge, progress, (self.run_dir / METRICS).open("a") as sink:
                 task = progress.add_task("train", total=self.config.steps, completed=self.step, info="")
-                actor = Actor(self.policy, judge, self.config, self._autocast)
+                actor = Actor(self.policy, judge, self.config, self.prompts, self._autocast)
                 if not self.config.rollout.online and not self.offline_done:
                     self._offline_fill(actor)
                 self._maybe_eval(judge, writer, progress)
@@ -633,13 +627,10 @@ class Trainer:
         for _ in range(n if self.references else 0):
             index, solution = self.sl_rng.choice(self.references)
             problem = self.problems[index]
-            prompt = self.policy.prompt(problem)
-            if problem.id not in self._sl_prompts:
-                self._sl_prompts[problem.id] = tuple(self.policy.tokenizer(
-                    prompt.text, add_special_tokens=self.policy.style != "chat").input_ids)
-            target = self.policy.tokenizer(reference_completion(prompt, problem.solutions[solution]),
+            prompt, prompt_ids = self.prompts(problem)
+            target = self.policy.tokenizer(prompt.answer(problem.solutions[solution]),
                                            add_special_tokens=False).input_ids + ([eos] if eos is not None else [])
-            items.append(TrainItem(self._sl_prompts[problem.id], target, [1.0] * len(target)))
+            items.append(TrainItem(prompt_ids, target, [1.0] * len(target)))
         return items
 
     def _loss(self, items: Sequence[TrainItem]) -> tuple[torch.Tensor, int]:
