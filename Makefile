@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/rltf judge --problems examples/problems.jsonl --programs examples/programs.jsonl --out runs/example-verdicts.jsonl
+	$(BIN)/rltf train --out runs/smollm2-mbpp-cpu --resume
 
 lint: $(STAMP)
 	$(BIN)/ruff check --no-cache .

@@ -72,6 +72,9 @@ def test_train_resume_and_report_commands(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert (out / "eval" / "step-000002" / "summary.json").is_file()
+    result = runner.invoke(app, ["train", "--out", str(out), "--resume"])  # `make run` again on a finished run
+    assert result.exit_code == 0, result.output
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2 and "eval step 2" in result.output
 
     result = runner.invoke(app, ["report", str(out)])
     assert result.exit_code == 0, result.output

@@ -383,7 +383,7 @@ def _train_evaluator(cfg):
 def _print_run(run_dir: Path) -> None:
     from rltf.trainer import read_evals, read_metrics
 
-    console = Console()
+    console = Console(soft_wrap=True)
     records = read_metrics(run_dir)
     for step, summary in read_evals(run_dir):
         console.print(f"eval step {step}: greedy pass@1 {100 * summary['pass_at_k'].get('1', 0):.2f}% "
@@ -391,7 +391,8 @@ def _print_run(run_dir: Path) -> None:
     if records:
         times = {k: sum(r.get(k) or 0.0 for r in records) for k in ("time_gen_s", "time_judge_s", "time_train_s")}
         console.print(f"{records[-1]['step']} steps; time gen {times['time_gen_s']:.0f} s, judge (not overlapped) "
-                      f"{times['time_judge_s']:.0f} s, train {times['time_train_s']:.0f} s; plots in {run_dir}")
+                      f"{times['time_judge_s']:.0f} s, train {times['time_train_s']:.0f} s")
+        console.print(f"metrics, evals and plots in {run_dir}")
 
 
 @app.command()
