@@ -323,7 +323,7 @@ class Actor:
             rollout.verdicts[verdict.error_category] += 1
             if not completion.token_ids:
                 continue
-            if fb.baseline == "greedy":
+            if greedy:
                 baseline: Any = baselines[i]
             elif fb.baseline == "group_mean":  # leave-one-out (RLOO): the problem's K-1 other samples
                 first = j - j % k  # each problem's K samples are adjacent
