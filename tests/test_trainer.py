@@ -177,3 +177,66 @@ def test_offline_group_mean_with_lora_checkpoints_adapter_and_merged_model(tmp_p
     resumed = Trainer(config, tmp_path, resume=True, show_progress=False)
     assert len(resumed.buffer) == records[0]["buffer_size"] and resumed.offline_done
     assert resumed.run() == 2
+
+
+def test_ct2_engine_syncs_every_n_steps_and_versions_are_what_it_served(tmp_path: Path) -> None:
+    config = _config("steps=3", "engine.name=ct2", "engine.compute_type=float32", "engine.workers=1",
+                     "engine.sync_every=2", "model.lora.enabled=true", "model.lora.target_modules=[q_proj, v_proj]",
+                     "optim.lr=0.05", "eval.at_end=false")
+    trainer = Trainer(config, tmp_path, show_progress=False)
+    versions: list[list[int]] = []
+    stage = trainer.buffer.stage
+    trainer.buffer.stage = lambda samples: (versions.append([s.policy_version for s in samples]), stage(samples))[1]
+    assert trainer.run() == 3
+    records = read_metrics(tmp_path)
+    assert [r["engine_version"] for r in records] == [0, 2, 2]  # synced after step 2 only
+    assert records[0]["time_sync_s"] == 0 and records[1]["time_sync_s"] > 0 and records[2]["time_sync_s"] == 0
+    assert [set(v) for v in versions] == [{0}, {0}, {2}]  # step 2 sampled with step-0 weights
+    assert records[0]["logprob_gap"] < 1e-3  # float32 engine, same weights: the learner's own log-probs
+    assert records[1]["logprob_gap"] is None  # stale engine: no like-for-like comparison
+    assert records[2]["logprob_gap"] < 1e-3  # LoRA merged into what the engine serves
+    assert all(len(s.logprobs) == len(s.completion_ids) for s in trainer.buffer.samples)
+
+
+def test_every_sample_is_compared_with_its_own_problems_baseline() -> None:
+    from rltf.feedback import ProgramSpan
+    from rltf.generation import Completion
+    from rltf.judge.verdict import Verdict
+    from rltf.problems import Problem
+    from rltf.trainer import Group, Judged, baselines
+
+    def judged(status: str, passed: int) -> Judged:
+        verdict = Verdict(status=status, passed=passed, total=2)
+        return Judged(Completion("x", (1,), ((0, 1),), (-0.1,), "eos"), ProgramSpan("", 0, 1), verdict)
+
+    problems = [Problem(id=f"p{i}", source="mbpp", prompt="", tests={"kind": "assert", "cases": []}) for i in (0, 1)]
+    groups = [Group(problems[0], judged("pass", 2), [judged("fail", 0), judged("fail", 1), judged("pass", 2)]),
+              Group(problems[1], judged("fail", 1), [judged("pass", 2), judged("fail", 0), judged("fail", 1)])]
+    for group in groups:
+        assert baselines(group, "greedy") == [group.greedy.verdict] * 3
+        loo = baselines(group, "group_mean")
+        for j, others in enumerate(loo):
+            assert others == [s.verdict for k, s in enumerate(group.samples) if k != j]
+        assert baselines(group, "none") == [None] * 3
+    assert baselines(groups[0], "greedy")[0] is not baselines(groups[1], "greedy")[0]
+
+
+def test_judge_service_streams_and_a_timeout_holds_only_its_own_server() -> None:
+    import time
+
+    from rltf.judge import JudgeConfig
+    from rltf.problems import Problem
+    from rltf.trainer import JudgeService
+
+    problem = Problem(id="p", source="mbpp", prompt="", tests={"kind": "assert", "setup": "",
+                                                               "cases": ["assert f() == 1"]})
+    with JudgeService(JudgeConfig(workers=2, timeout_s=1.5)) as judge:
+        started = time.perf_counter()
+        slow = judge.submit(problem, "import time\ndef f():\n    time.sleep(60)\n")
+        quick = [judge.submit(problem, "def f():\n    return 1\n") for _ in range(6)]
+        assert all(f.result().status == "pass" for f in quick)
+        quick_s = time.perf_counter() - started
+        assert not slow.done() and quick_s < 1.2  # the other server judged them meanwhile
+        assert slow.result().error.phase == "timeout"
+        assert time.perf_counter() - started < 1.5 + 2.0  # its own limit plus sandbox overhead
+        assert [v.status for v in judge.run_many([(problem, "def f():\n    return 2\n")] * 2)] == ["fail", "fail"]

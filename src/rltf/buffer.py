@@ -30,8 +30,10 @@ import torch
 class Sample:
     """One judged completion: the exact token ids the policy saw and produced, and its per-token returns.
 
-    ``policy_version`` is the optimizer step whose weights generated it (staleness = current step -
-    version); ``step_added`` the step at which it entered the buffer (-1 while pending).
+    ``policy_version`` is the optimizer step whose weights the generation engine served when it
+    sampled this completion (staleness = current step - version); ``step_added`` the step at which
+    it entered the buffer (-1 while pending); ``logprobs`` the engine's log-probability of each
+    completion token (the behaviour policy, for importance correction).
     """
 
     problem_id: str
@@ -42,6 +44,7 @@ class Sample:
     reward: float
     policy_version: int
     step_added: int = -1
+    logprobs: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.returns) != len(self.completion_ids):
@@ -51,13 +54,14 @@ class Sample:
         return {"problem_id": self.problem_id, "prompt_ids": torch.tensor(self.prompt_ids, dtype=torch.int64),
                 "completion_ids": torch.tensor(self.completion_ids, dtype=torch.int64),
                 "returns": torch.tensor(self.returns, dtype=torch.float32), "verdict": self.verdict,
-                "reward": self.reward, "policy_version": self.policy_version, "step_added": self.step_added}
+                "reward": self.reward, "policy_version": self.policy_version, "step_added": self.step_added,
+                "logprobs": torch.tensor(self.logprobs, dtype=torch.float32)}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Sample:
         return cls(state["problem_id"], tuple(state["prompt_ids"].tolist()), tuple(state["completion_ids"].tolist()),
                    tuple(state["returns"].tolist()), state["verdict"], state["reward"], state["policy_version"],
-                   state["step_added"])
+                   state["step_added"], tuple(state["logprobs"].tolist()) if "logprobs" in state else ())
 
 
 class OnlineBuffer:

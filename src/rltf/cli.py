@@ -122,8 +122,12 @@ def eval_command(
     seed: int = typer.Option(0),
     workers: int = typer.Option(2, help="Judge worker processes."),
     timeout: float | None = typer.Option(None, help="Judge time limit per test in seconds (default: judge's)."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Sequences per generate call."),
-    threads: int | None = typer.Option(None, help="torch CPU threads."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Sequences per chunk (sampled, judged and saved "
+                                   "together; the unit of resume)."),
+    engine: str = typer.Option("auto", help="Generation engine: auto (ct2 where installed, else hf), hf, ct2."),
+    compute_type: str = typer.Option("int8", "--compute-type", help="ct2 weights: int8 (fast) or float32 (exact)."),
+    engine_workers: int = typer.Option(2, "--engine-workers", help="ct2: parallel generations (one per core)."),
+    threads: int | None = typer.Option(None, help="torch CPU threads (hf engine)."),
     style: str = typer.Option("auto", help="Prompt style: auto (chat template if the tokenizer has one), chat, base."),
     allow_download: bool = typer.Option(False, "--allow-download", help="Let transformers fetch a hub model."),
 ) -> None:
@@ -131,8 +135,9 @@ def eval_command(
     from transformers.utils import logging as hf_logging
 
     from rltf.evaluation import EvalSettings, evaluate
+    from rltf.generation import EngineConfig, make_engine
     from rltf.judge import Judge
-    from rltf.policy import Policy, set_threads
+    from rltf.models import Policy, set_threads
     from rltf.problems import load_problems
 
     ks = [int(x) for x in k.split(",") if x.strip()]
@@ -140,6 +145,8 @@ def eval_command(
         raise typer.BadParameter("--style must be auto, chat or base")
     if any(x > n for x in ks):
         raise typer.BadParameter(f"every k must be <= n={n}")
+    if engine not in ("auto", "hf", "ct2"):
+        raise typer.BadParameter("--engine must be auto, hf or ct2")
     if Path(dataset).is_file():
         problems = load_problems(dataset)[:limit]
     else:
@@ -153,10 +160,11 @@ def eval_command(
     set_threads(threads)
     hf_logging.disable_progress_bar()
     policy = Policy.load(model, allow_download=allow_download, style=style)  # type: ignore[arg-type]
+    sampler = make_engine(policy, EngineConfig(engine, compute_type, engine_workers))  # type: ignore[arg-type]
     settings = EvalSettings(dataset, split, model, policy.style, n, temperature, top_p, max_new_tokens, seed,
-                            batch_size)
+                            batch_size, sampler.label)
     with Judge(workers=workers, timeout_s=timeout) as judge:
-        summary = evaluate(policy, problems, judge, out, settings, ks)
+        summary = evaluate(sampler, policy, problems, judge, out, settings, ks)
     console = Console()
     scores = ", ".join(f"pass@{key} {100 * v:.2f}%" for key, v in summary["pass_at_k"].items())
     console.print(f"{summary['problems']} problems, {summary['samples']} samples: {scores}")
@@ -236,7 +244,7 @@ def _offsets_tokenizer(model: str | None):
     """Only the tokenizer of ``model`` (the gguf one reads no weights); it must give character offsets."""
     from transformers import AutoTokenizer
 
-    from rltf.policy import DEFAULT_MODEL, embedded_gguf
+    from rltf.models import DEFAULT_MODEL, embedded_gguf
 
     source = embedded_gguf() if model in (None, DEFAULT_MODEL) else Path(model)
     if source.suffix == ".gguf" and source.is_file():
@@ -371,11 +379,12 @@ def _train_evaluator(cfg):
         return None
     problems = load_problem_set(e.dataset, e.split, e.path, e.limit)
 
-    def run(policy, judge, step, out):
+    def run(engine, judge, step, out):
+        policy = engine.policy
         settings = EvalSettings(e.dataset, e.split, f"{cfg.model.name}@step-{step}", policy.style, n=1,
                                 temperature=0.0, top_p=1.0, max_new_tokens=e.max_new_tokens, seed=cfg.seed,
-                                batch_size=e.batch_size)
-        return evaluate(policy, problems, judge, out, settings, ks=(1,), show_progress=cfg.log.progress)
+                                batch_size=e.batch_size, engine=engine.label)
+        return evaluate(engine, policy, problems, judge, out, settings, ks=(1,), show_progress=cfg.log.progress)
 
     return run
 

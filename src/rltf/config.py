@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from rltf.feedback import FeedbackConfig
+from rltf.generation import EngineConfig
 from rltf.judge import JudgeConfig
 
 CONFIG_DIR_NAMES = ("configs",)
@@ -83,8 +84,6 @@ class RolloutConfig:
     temperature: float = 0.6
     top_p: float = 0.95
     max_new_tokens: int = 256
-    batch_size: int = 10
-    """Sequences per ``generate`` call; each call's programs are judged while the next one runs."""
 
 
 @dataclass
@@ -151,6 +150,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     judge: JudgeConfig = field(default_factory=lambda: JudgeConfig(workers=2))
     buffer: BufferConfig = field(default_factory=BufferConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -161,7 +161,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         positive = {"steps": self.steps, "rollout.samples_per_problem": self.rollout.samples_per_problem,
                     "rollout.problems_per_step": self.rollout.problems_per_step,
-                    "rollout.batch_size": self.rollout.batch_size, "buffer.capacity": self.buffer.capacity,
+                    "engine.batch_size": self.engine.batch_size, "engine.workers": self.engine.workers,
+                    "engine.sync_every": self.engine.sync_every, "buffer.capacity": self.buffer.capacity,
                     "buffer.update_freq": self.buffer.update_freq, "optim.micro_batch": self.optim.micro_batch,
                     "optim.grad_accum": self.optim.grad_accum, "checkpoint.every": self.checkpoint.every,
                     "checkpoint.keep": self.checkpoint.keep}

@@ -23,12 +23,12 @@ from typing import Any, Protocol
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from rltf.generation import Engine, SamplingParams, length_batches
 from rltf.judge import Verdict
-from rltf.policy import Policy, SamplingParams
+from rltf.models import Policy
 from rltf.problems import Problem
 
 SAMPLES, SUMMARY, REPORT, PLOT, RUN = "samples.jsonl", "summary.json", "report.md", "verdicts.png", "run.json"
-TOKENS_PER_ROW = 512
 
 
 class JudgeLike(Protocol):
@@ -74,11 +74,14 @@ class EvalSettings:
     max_new_tokens: int = 384
     seed: int = 0
     batch_size: int = 16
+    """Sequences per chunk: a chunk is sampled with its own seed and written at once (the unit of resume)."""
+    engine: str = "hf"
+    """The engine and its mode (``hf``, ``ct2/int8``, ``ct2/float32``): part of what fixes the samples."""
 
     def sampling(self, chunk: int) -> SamplingParams:
         digest = hashlib.sha256(f"{self.seed}:{chunk}".encode()).digest()
         return SamplingParams(self.n, self.temperature, self.top_p, self.max_new_tokens,
-                              int.from_bytes(digest[:4], "little"), self.batch_size)
+                              int.from_bytes(digest[:4], "little"))
 
     @property
     def draws(self) -> int:
@@ -87,19 +90,9 @@ class EvalSettings:
 
 
 def plan_chunks(lengths: Sequence[int], draws: int, batch_size: int) -> list[list[int]]:
-    """Problem indices per generate call: sorted by prompt length, at most ``batch_size`` sequences
-    and ``batch_size * TOKENS_PER_ROW`` padded prompt tokens per call (at least one problem).
-
-    Every row of a batch is padded to its longest prompt and its KV cache is copied at every step, so
-    one long prompt (MBPP/493 has ~3k tokens) among short ones multiplies the cost of the whole batch.
-    """
-    chunks: list[list[int]] = []
-    for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
-        rows = (len(chunks[-1]) + 1) * draws if chunks else 0
-        if not chunks or rows > max(batch_size, draws) or rows * lengths[i] > batch_size * TOKENS_PER_ROW:
-            chunks.append([])
-        chunks[-1].append(i)
-    return chunks
+    """Problem indices per chunk: length-sorted, at most ``batch_size`` sequences (see
+    :func:`rltf.generation.length_batches`)."""
+    return length_batches(lengths, draws, batch_size)
 
 
 def _read_samples(path: Path) -> list[dict[str, Any]]:
@@ -181,6 +174,7 @@ def _machine() -> dict[str, Any]:
 
 
 def evaluate(
+    engine: Engine,
     policy: Policy,
     problems: Sequence[Problem],
     judge: JudgeLike,
@@ -189,7 +183,7 @@ def evaluate(
     ks: Iterable[int] = (1, 5, 10),
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Sample ``settings.n`` programs per problem, judge them and write the output directory.
+    """Sample ``settings.n`` programs per problem with ``engine``, judge them and write the output directory.
 
     Samples already in ``samples.jsonl`` are kept; samples whose verdict was an ``infra_error``
     (the judge failed, not the program) are judged again. Returns the summary.
@@ -230,6 +224,8 @@ def evaluate(
         }
         timing["tokens_per_s"] = timing["new_tokens"] / timing["generate_s"] if timing["generate_s"] else 0.0
         summary = {"settings": asdict(settings), "ks": sorted(set(ks)), **summarize(records, problems, ks),
+                   "generation": {"engine": settings.engine, "new_tokens": timing["new_tokens"],
+                                  "seconds": timing["generate_s"]},
                    "timing": timing, "machine": machine}
         (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
         (out / REPORT).write_text(report_markdown(summary))
@@ -241,7 +237,7 @@ def evaluate(
         task = progress.add_task("eval", total=remaining)
         for chunk, batch in todo:
             prompts = [policy.prompt(p) for p in batch]
-            generation = policy.generate(prompts, settings.sampling(chunk))
+            generation = engine.generate(prompts, settings.sampling(chunk))
             gen_s, new_tokens = gen_s + generation.wall_s, new_tokens + generation.new_tokens
             fresh = [(p, prompt, j, c)
                      for p, prompt, samples in zip(batch, prompts, generation.completions, strict=True)

@@ -1,14 +1,15 @@
-"""Online RLTF training: one process where the policy is both actor and learner.
+"""Online RLTF training: one process, a generation engine as actor and the policy as learner.
 
-Each optimizer step the *current* weights sample K programs (plus one greedy baseline) for a few
-training problems; a background thread judges each generation batch while the next one is being
-generated; per-token returns from :mod:`rltf.feedback` turn verdicts into :class:`~rltf.buffer.Sample`
+Each optimizer step the engine samples K programs (plus one greedy baseline) for a few training
+problems; every completion goes to the judge the moment it is finished, so judging hides behind
+generation; per-token returns from :mod:`rltf.feedback` turn verdicts into :class:`~rltf.buffer.Sample`
 records that enter the online buffer every ``update_freq`` steps. The update mixes a token-weighted
-policy-gradient term on buffer samples with supervised cross-entropy on reference solutions.
+policy-gradient term on buffer samples with supervised cross-entropy on reference solutions; then the
+engine takes the new weights (every ``engine.sync_every`` steps).
 
 Unlike the original (actors reloading learner checkpoints from disk every 600 s, so samples were up
-to tens of steps stale), sampling uses the in-memory weights, and a sample's ``policy_version``
-records exactly which step produced it. Checkpoints are written to a temporary directory and
+to tens of steps stale), the engine is synced in memory, and a sample's ``policy_version`` records
+the weights the engine actually served when it sampled. Checkpoints are written to a temporary directory and
 renamed, so a run killed at any moment resumes from its last complete step.
 """
 
@@ -16,12 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 import math
 import os
+import queue
 import random
 import shutil
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -35,18 +39,20 @@ import torch
 
 from rltf.buffer import OnlineBuffer, Sample
 from rltf.config import TrainConfig, save_config
-from rltf.feedback import token_returns
+from rltf.feedback import ProgramSpan, token_returns
+from rltf.generation import Completion, Engine, SamplingParams, make_engine
 from rltf.judge import Judge, JudgeConfig, Verdict
 from rltf.judge.verdict import PHASES
-from rltf.policy import DEFAULT_MODEL, Policy, Prompt, SamplingParams, embedded_gguf, set_threads
+from rltf.models import DEFAULT_MODEL, Policy, embedded_gguf, set_threads
 from rltf.problems import Problem, load_problems
+from rltf.prompts import Prompt
 
 METRICS, CONFIG, CHECKPOINTS, EVAL_DIR = "metrics.jsonl", "config.yaml", "checkpoints", "eval"
 VERDICT_KEYS = ("pass", "fail", *PHASES, "infra_error")
 """The verdict mix: passes, wrong answers, each error phase and judge failures (``Verdict.error_category``)."""
 
-Evaluator = Callable[[Policy, "JudgeService", int, Path], dict[str, Any]]
-"""Periodic evaluation hook ``(policy, judge, step, out_dir) -> summary``; the CLI passes one built on
+Evaluator = Callable[[Engine, "JudgeService", int, Path], dict[str, Any]]
+"""Periodic evaluation hook ``(engine, judge, step, out_dir) -> summary``; the CLI passes one built on
 :func:`rltf.evaluation.evaluate` (the trainer does not import evaluation: data flows the other way)."""
 
 
@@ -54,39 +60,52 @@ Evaluator = Callable[[Policy, "JudgeService", int, Path], dict[str, Any]]
 
 
 class JudgeService:
-    """A :class:`Judge` owned by one background thread; work is queued and answered by futures.
+    """``judge.workers`` sandbox servers judging one program at a time each, as programs arrive.
 
-    The judge is not thread-safe, so it is created, used and closed only on that thread. The same
-    service judges training samples (asynchronously) and evaluation programs (``run_many`` blocks).
+    A completion is judged as soon as the engine finishes it (:meth:`submit` returns a future), so
+    judging hides behind generation, and a program that runs into its time limit occupies one server
+    for that long without holding back the others. Each :class:`Judge` (not thread-safe) is used by
+    one thread at a time: a thread takes a free judge from the queue and puts it back.
     """
 
     def __init__(self, config: JudgeConfig) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rltf-judge")
+        self._all: list[Judge] = []
         try:
-            self._judge: Judge = self._pool.submit(Judge, copy.copy(config)).result()
+            for _ in range(max(1, config.workers)):
+                self._all.append(Judge(dataclasses.replace(config, workers=1)))
         except BaseException:
-            self._pool.shutdown()
+            for judge in self._all:
+                judge.close()
             raise
-        self.isolation = self._pool.submit(lambda: self._judge.isolation).result()
+        self._free: queue.SimpleQueue[Judge] = queue.SimpleQueue()
+        for judge in self._all:
+            self._free.put(judge)
+        self._pool = ThreadPoolExecutor(max_workers=len(self._all), thread_name_prefix="rltf-judge")
+        self._lock = threading.Lock()
+        self.isolation = self._all[0].isolation
         self.busy_s = 0.0
 
-    def _run(self, pairs: list[tuple[Problem, str]]) -> list[Verdict]:
+    def _run(self, problem: Problem, program: str) -> Verdict:
+        judge = self._free.get()
         started = time.perf_counter()
         try:
-            return self._judge.run_many(pairs)
+            return judge.run(problem, program)
         finally:
-            self.busy_s += time.perf_counter() - started
+            self._free.put(judge)
+            with self._lock:
+                self.busy_s += time.perf_counter() - started
 
-    def submit(self, pairs: Iterable[tuple[Problem, str]]) -> Future[list[Verdict]]:
-        return self._pool.submit(self._run, list(pairs))
+    def submit(self, problem: Problem, program: str) -> Future[Verdict]:
+        return self._pool.submit(self._run, problem, program)
 
     def run_many(self, pairs: Iterable[tuple[Problem, str]]) -> list[Verdict]:
         """Blocking, like :meth:`Judge.run_many` (what :func:`rltf.evaluation.evaluate` calls)."""
-        return self.submit(pairs).result()
+        return [future.result() for future in [self.submit(p, program) for p, program in pairs]]
 
     def close(self) -> None:
-        self._pool.submit(self._judge.close).result()
-        self._pool.shutdown()
+        self._pool.shutdown(wait=True)
+        for judge in self._all:
+            judge.close()
 
     def __enter__(self) -> JudgeService:
         return self
@@ -274,63 +293,84 @@ class Prompts:
         return self._cache[problem.id]
 
 
+@dataclass(frozen=True)
+class Judged:
+    """One completion, the program read out of it and the judge's verdict on that program."""
+
+    completion: Completion
+    span: ProgramSpan
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class Group:
+    """A problem's rollout: its greedy baseline (when the config decodes one) and its K samples."""
+
+    problem: Problem
+    greedy: Judged | None
+    samples: list[Judged]
+
+
+def baselines(group: Group, kind: str) -> list[Any]:
+    """What each sample of ``group`` is compared with (:func:`rltf.feedback.token_returns`'s ``baseline``):
+    the group's own greedy verdict, the verdicts of its other K - 1 samples (leave-one-out), or None."""
+    if kind == "greedy":
+        return [group.greedy.verdict if group.greedy else None] * len(group.samples)
+    if kind == "group_mean":
+        verdicts = [s.verdict for s in group.samples]
+        return [verdicts[:j] + verdicts[j + 1:] for j in range(len(verdicts))]
+    return [None] * len(group.samples)
+
+
 class Actor:
-    """Samples programs with the policy's current weights and turns their verdicts into samples."""
+    """Samples programs with the engine, judges each as soon as it is generated, and turns the
+    verdicts into buffer samples."""
 
-    def __init__(self, policy: Policy, judge: JudgeService, config: TrainConfig, prompts: Prompts,
+    def __init__(self, engine: Engine, judge: JudgeService, config: TrainConfig, prompts: Prompts,
                  autocast: Callable[[], contextlib.AbstractContextManager[Any]]) -> None:
-        self.policy, self.judge, self.config, self.prompts, self.autocast = policy, judge, config, prompts, autocast
-
-    def _generate(self, prompts: list[Prompt], params: SamplingParams, rollout: Rollout) -> list[list[Any]]:
-        with self.autocast():
-            generation = self.policy.generate(prompts, params)
-        rollout.gen_s += generation.wall_s
-        rollout.new_tokens += generation.new_tokens
-        return generation.completions
+        self.engine, self.judge, self.config, self.prompts, self.autocast = engine, judge, config, prompts, autocast
 
     def rollout(self, problems: Sequence[Problem], step: int) -> Rollout:
-        """K samples per problem (+ a greedy baseline, decoded as the first row of the same batch),
-        judged while generation goes on: every ``generate`` call's programs are queued to the judge
-        thread at once."""
+        """K samples per problem (+ a greedy baseline as sample 0 of the same request)."""
         cfg, fb = self.config.rollout, self.config.feedback
-        k, rollout = cfg.samples_per_problem, Rollout()
         greedy = fb.baseline == "greedy"
-        draws = k + greedy  # each problem's rows are adjacent: [greedy,] sample 1 .. sample K
+        rollout = Rollout()
         busy0 = self.judge.busy_s
         prompts = [self.prompts(p)[0] for p in problems]
-        calls = []
-        per_call = max(1, cfg.batch_size // draws)
-        for start in range(0, len(problems), per_call):
-            chunk = range(start, min(start + per_call, len(problems)))
-            seed = _seed(self.config.seed, step, *(problems[i].id for i in chunk))  # distinct per call, reproducible
-            params = SamplingParams(draws, cfg.temperature, cfg.top_p, cfg.max_new_tokens, seed, cfg.batch_size,
-                                    greedy_first=greedy)
-            completions = self._generate([prompts[i] for i in chunk], params, rollout)
-            items = [(i, c, prompts[i].span(c.text)) for i, cs in zip(chunk, completions) for c in cs]
-            future = self.judge.submit([(problems[i], span.program(c.text)) for i, c, span in items])
-            calls.append((items, future))
+        params = SamplingParams(cfg.samples_per_problem + greedy, cfg.temperature, cfg.top_p, cfg.max_new_tokens,
+                                _seed(self.config.seed, step, *(p.id for p in problems)), greedy_first=greedy)
+        pending: dict[tuple[int, int], tuple[Completion, ProgramSpan, Future[Verdict]]] = {}
+
+        def judge_now(i: int, j: int, completion: Completion) -> None:
+            span = prompts[i].span(completion.text)
+            pending[(i, j)] = (completion, span, self.judge.submit(problems[i], span.program(completion.text)))
+
+        with self.autocast():  # the hf engine runs the learner's model
+            generation = self.engine.generate(prompts, params, judge_now)
+        rollout.gen_s, rollout.new_tokens = generation.wall_s, generation.new_tokens
         waited = time.perf_counter()
-        judged = [(item, v) for items, future in calls for item, v in zip(items, future.result())]
+        judged = {key: Judged(c, span, future.result()) for key, (c, span, future) in pending.items()}
         rollout.judge_wait_s = time.perf_counter() - waited
         rollout.judge_busy_s = self.judge.busy_s - busy0
-        baselines = {item[0]: v for j, (item, v) in enumerate(judged) if greedy and j % draws == 0}
-        judged = [pair for j, pair in enumerate(judged) if not greedy or j % draws]
-        rollout.greedy = len(baselines)
-        rollout.greedy_passed = sum(v.status == "pass" for v in baselines.values())
+        groups = [Group(problem, judged[(i, 0)] if greedy else None,
+                        [judged[(i, j)] for j in range(greedy, params.n)]) for i, problem in enumerate(problems)]
+        for group in groups:
+            self._score(group, rollout, step)
+        return rollout
 
-        for j, ((i, completion, span), verdict) in enumerate(judged):
+    def _score(self, group: Group, rollout: Rollout, step: int) -> None:
+        fb = self.config.feedback
+        if group.greedy is not None:
+            rollout.greedy += 1
+            rollout.greedy_passed += group.greedy.verdict.status == "pass"
+        prompt_ids = self.prompts(group.problem)[1]
+        for sample, baseline in zip(group.samples, baselines(group, fb.baseline)):
+            completion, verdict = sample.completion, sample.verdict
             rollout.programs += 1
             rollout.verdicts[verdict.error_category] += 1
             if not completion.token_ids:
                 continue
-            if greedy:
-                baseline: Any = baselines[i]
-            elif fb.baseline == "group_mean":  # leave-one-out (RLOO): the problem's K-1 other samples
-                first = j - j % k  # each problem's K samples are adjacent
-                baseline = [v for m, (_, v) in enumerate(judged[first : first + k], first) if m != j]
-            else:
-                baseline = None
-            result = token_returns(verdict, completion.text, completion.offsets, span, baseline, fb)
+            result = token_returns(verdict, completion.text, completion.offsets, sample.span, baseline, fb)
             if result is None:
                 rollout.dropped += 1
                 continue
@@ -342,10 +382,9 @@ class Actor:
             rollout.terms.setdefault("baseline", []).append(record.baseline)
             rollout.token_returns.extend(values)
             rollout.samples.append(Sample(
-                problems[i].id, self.prompts(problems[i])[1], completion.token_ids, tuple(values),
+                group.problem.id, prompt_ids, completion.token_ids, tuple(values),
                 {"status": verdict.status, "category": verdict.error_category, "passed": verdict.passed,
-                 "total": verdict.total}, record.reward, step))
-        return rollout
+                 "total": verdict.total}, record.reward, completion.policy_version, logprobs=completion.logprobs))
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -566,13 +605,14 @@ class Trainer:
 
         progress = Progress(TextColumn("[bold]train"), BarColumn(bar_width=20), MofNCompleteColumn(),
                             TimeElapsedColumn(), TextColumn("{task.fields[info]}"), disable=not self.show_progress)
+        engine = make_engine(self.policy, self.config.engine, version=self.step)
         try:
             with JudgeService(self.config.judge) as judge, progress, (self.run_dir / METRICS).open("a") as sink:
                 task = progress.add_task("train", total=self.config.steps, completed=self.step, info="")
-                actor = Actor(self.policy, judge, self.config, self.prompts, self._autocast)
+                actor = Actor(engine, judge, self.config, self.prompts, self._autocast)
                 if not self.config.rollout.online and not self.offline_done:
                     self._offline_fill(actor)
-                self._maybe_eval(judge, writer, progress)
+                self._maybe_eval(engine, judge, writer, progress)
                 while self.step < target:
                     record = self._train_step(actor)
                     if self.step % self.config.checkpoint.every == 0 or self.step == target:
@@ -584,8 +624,9 @@ class Trainer:
                     if writer is not None:
                         _log_scalars(writer, record)
                     progress.update(task, completed=self.step, info=_progress_text(record))
-                    self._maybe_eval(judge, writer, progress)
+                    self._maybe_eval(engine, judge, writer, progress)
         finally:
+            engine.close()
             if writer is not None:
                 writer.close()
         return self.step
@@ -608,6 +649,7 @@ class Trainer:
             rollout = actor.rollout(batch, self.step)
             self.buffer.stage(rollout.samples)
             record.update(rollout.metrics())
+            record.update(self._logprob_gap(rollout.samples))
         else:
             record.update(Rollout().metrics())
         added = dropped = 0
@@ -617,8 +659,35 @@ class Trainer:
                        "buffer_added": added, "buffer_dropped": dropped})
         record.update(self._update())
         self.step += 1
+        engine = actor.engine
+        due = engine.shares_weights or self.step % self.config.engine.sync_every == 0
+        record["time_sync_s"] = engine.sync(self.step) if due else 0.0
+        record["engine_version"] = engine.policy_version
         record["time_step_s"] = time.perf_counter() - started
         return record
+
+    def _logprob_gap(self, samples: Sequence[Sample], n: int = 4) -> dict[str, Any]:
+        """Mean |engine log-prob - learner log-prob| over the tokens of up to ``n`` fresh samples.
+
+        Both score the same tokens with the same weights (the samples' version is the learner's
+        step), so the gap is the engine's numerical mismatch (quantization, kernels): what
+        importance correction has to absorb.
+        """
+        fresh = [s for s in samples if s.policy_version == self.step and s.logprobs][:n]
+        if not fresh:
+            return {"logprob_gap": None}
+        started = time.perf_counter()
+        items = [TrainItem(s.prompt_ids, s.completion_ids, [1.0] * len(s.completion_ids)) for s in fresh]
+        batch = collate(items, self.policy.tokenizer.pad_token_id, self.config.optim.max_seq_len,
+                        self.policy.is_encoder_decoder)
+        with torch.inference_mode(), self._autocast():
+            learner, _ = target_logprobs(self.model, {k: v.to(self.model.device) for k, v in batch.items()})
+        max_len = self.config.optim.max_seq_len  # collate keeps this many tokens of each completion
+        kept = [min(len(s.completion_ids), max_len - min(len(s.prompt_ids), max_len - 1)) for s in fresh]
+        engine = torch.tensor([lp for s, k in zip(fresh, kept) for lp in s.logprobs[:k]])
+        gap = (engine - learner.float().cpu()).abs()
+        return {"logprob_gap": float(gap.mean()), "logprob_gap_max": float(gap.max()),
+                "time_logprob_gap_s": time.perf_counter() - started}
 
     def _sl_items(self, n: int) -> list[TrainItem]:
         """``n`` uniformly random reference solutions of training problems (any problem, any solution)."""
@@ -677,17 +746,19 @@ class Trainer:
                 "staleness_mean": _mean(staleness), "train_tokens": tokens,
                 "time_train_s": elapsed, "tokens_per_s_train": tokens / elapsed if elapsed else None}
 
-    def _maybe_eval(self, judge: JudgeService, writer: Any, progress: Any) -> None:
+    def _maybe_eval(self, engine: Engine, judge: JudgeService, writer: Any, progress: Any) -> None:
         cfg, step = self.config.eval, self.step
         due = (step == 0 and cfg.at_start) or (step == self.config.steps and cfg.at_end) \
             or (cfg.every > 0 and step % cfg.every == 0)
         out = self.run_dir / EVAL_DIR / f"step-{step:06d}"
         if self.evaluator is None or not due or (out / "summary.json").exists():
             return
+        if engine.policy_version != step:  # with sync_every > 1 the engine may hold older weights
+            engine.sync(step)
         progress.stop()  # the evaluation shows its own progress bar; rich allows one at a time
         devices = range(torch.cuda.device_count())
         with torch.random.fork_rng(devices=devices), self._autocast():  # evaluation must not shift training RNG
-            summary = self.evaluator(self.policy, judge, step, out)
+            summary = self.evaluator(engine, judge, step, out)
         progress.start()
         if writer is not None:
             for k, v in summary.get("pass_at_k", {}).items():

