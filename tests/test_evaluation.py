@@ -133,5 +133,5 @@ def test_eval_with_the_fast_engine_records_it(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["generation"]["engine"] == "ct2/int8" and 0 < summary["generation"]["new_tokens"] <= 16
+    assert summary["generation"]["engine"] == "ct2/float32" and 0 < summary["generation"]["new_tokens"] <= 16
     assert summary["samples"] == 2

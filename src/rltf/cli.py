@@ -125,7 +125,8 @@ def eval_command(
     batch_size: int = typer.Option(64, "--batch-size", help="Sequences per chunk (sampled, judged and saved "
                                    "together; the unit of resume)."),
     engine: str = typer.Option("auto", help="Generation engine: auto (ct2 where installed, else hf), hf, ct2."),
-    compute_type: str = typer.Option("int8", "--compute-type", help="ct2 weights: int8 (fast) or float32 (exact)."),
+    compute_type: str = typer.Option("float32", "--compute-type", help="ct2 weights: float32 (exact, the "
+                                     "default) or int8 (faster, changes the outputs)."),
     engine_workers: int = typer.Option(2, "--engine-workers", help="ct2: parallel generations (one per core)."),
     threads: int | None = typer.Option(None, help="torch CPU threads (hf engine)."),
     style: str = typer.Option("auto", help="Prompt style: auto (chat template if the tokenizer has one), chat, base."),

@@ -79,7 +79,7 @@ class RolloutConfig:
     """
 
     online: bool = True
-    problems_per_step: int = 2
+    problems_per_step: int = 10
     samples_per_problem: int = 4
     temperature: float = 0.6
     top_p: float = 0.95

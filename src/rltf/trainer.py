@@ -666,8 +666,9 @@ class Trainer:
         record["time_step_s"] = time.perf_counter() - started
         return record
 
-    def _logprob_gap(self, samples: Sequence[Sample], n: int = 4) -> dict[str, Any]:
-        """Mean |engine log-prob - learner log-prob| over the tokens of up to ``n`` fresh samples.
+    def _logprob_gap(self, samples: Sequence[Sample], n: int = 2) -> dict[str, Any]:
+        """Mean |engine log-prob - learner log-prob| over the tokens of up to ``n`` fresh samples (one extra
+        no-grad forward on them).
 
         Both score the same tokens with the same weights (the samples' version is the learner's
         step), so the gap is the engine's numerical mismatch (quantization, kernels): what

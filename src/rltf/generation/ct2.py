@@ -1,6 +1,6 @@
 """The ``ct2`` engine: CTranslate2 (PyPI wheels for CPU and CUDA), fed the learner's weights in memory.
 
-Why it is fast here: int8 or float32 kernels without autograd or Python in the decode loop, several
+Why it is fast here: float32 (or int8) kernels without autograd or Python in the decode loop, several
 single-thread workers generating in parallel (one OpenMP pool across both cores is slower and
 collapses when the judge takes a core), and **prefix sharing** -- a prompt is prefilled once and its
 KV cache copied to the problem's K samples (``num_hypotheses``), instead of K prefills.
@@ -90,7 +90,7 @@ class CT2Engine:
     name = "ct2"
     shares_weights = False
 
-    def __init__(self, policy: Policy, compute_type: str = "int8", workers: int = 2, threads: int = 1,
+    def __init__(self, policy: Policy, compute_type: str = "float32", workers: int = 2, threads: int = 1,
                  batch_size: int = 16, device: str = "cpu", version: int = 0) -> None:
         if policy.is_encoder_decoder:
             raise ValueError("the ct2 engine serves decoder-only models; use engine.name=hf")
@@ -155,7 +155,9 @@ class CT2Engine:
                                                               "sampling_temperature": params.temperature})):
             if not draws:
                 continue
-            for batch in length_batches([len(x) for x in ids], draws, self.batch_size):
+            # never fewer batches than workers: a second worker with nothing to do halves throughput
+            size = max(draws, min(self.batch_size, -(-len(prompts) * draws // self.workers)))
+            for batch in length_batches([len(x) for x in ids], draws, size):
                 for i in batch:
                     for j in range(first, first + draws):
                         rows[(i, j)] = Row(prompts[i], TextStream(tokenizer))
