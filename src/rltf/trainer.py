@@ -678,11 +678,9 @@ class Trainer:
         if not fresh:
             return {"logprob_gap": None}
         started = time.perf_counter()
-        items = [TrainItem(s.prompt_ids, s.completion_ids, [1.0] * len(s.completion_ids)) for s in fresh]
-        batch = collate(items, self.policy.tokenizer.pad_token_id, self.config.optim.max_seq_len,
-                        self.policy.is_encoder_decoder)
-        with torch.inference_mode(), self._autocast():
-            learner, _ = target_logprobs(self.model, {k: v.to(self.model.device) for k, v in batch.items()})
+        with torch.inference_mode():
+            learner, _, _ = self._logprobs([TrainItem(s.prompt_ids, s.completion_ids, [1.0] * len(s.completion_ids))
+                                            for s in fresh])
         max_len = self.config.optim.max_seq_len  # collate keeps this many tokens of each completion
         kept = [min(len(s.completion_ids), max_len - min(len(s.prompt_ids), max_len - 1)) for s in fresh]
         engine = torch.tensor([lp for s, k in zip(fresh, kept) for lp in s.logprobs[:k]])
@@ -703,13 +701,18 @@ class Trainer:
             items.append(TrainItem(prompt_ids, target, [1.0] * len(target)))
         return items
 
-    def _loss(self, items: Sequence[TrainItem]) -> tuple[torch.Tensor, int]:
+    def _logprobs(self, items: Sequence[TrainItem]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The learner's log-probs of the items' target tokens, their weights, and the tokens fed."""
         batch = collate(items, self.policy.tokenizer.pad_token_id, self.config.optim.max_seq_len,
                         self.policy.is_encoder_decoder)
         batch = {k: v.to(self.model.device) for k, v in batch.items()}
         with self._autocast():
             logp, weights = target_logprobs(self.model, batch)
-        return weighted_nll(logp, weights), int(batch["attention_mask"].sum())
+        return logp, weights, int(batch["attention_mask"].sum())
+
+    def _loss(self, items: Sequence[TrainItem]) -> tuple[torch.Tensor, int]:
+        logp, weights, tokens = self._logprobs(items)
+        return weighted_nll(logp, weights), tokens
 
     def _update(self) -> dict[str, Any]:
         """One optimizer step over ``grad_accum`` pairs of an RL micro-batch and an SL micro-batch."""

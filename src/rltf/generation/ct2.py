@@ -14,6 +14,7 @@ workers, not bit-reproducible from run to run (which worker takes which batch va
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import time
@@ -66,7 +67,7 @@ def convert(model: Any, tokenizer: Any, compute_type: str, out_dir: str) -> None
     from ctranslate2.converters import transformers as ct2_transformers
 
     if hasattr(model, "peft_config"):  # serve base + adapter as one model, without touching the learner
-        model = _merged(model)
+        model = copy.deepcopy(model).merge_and_unload()
     loader = ct2_transformers._MODEL_LOADERS.get(type(model.config).__name__)
     if loader is None:
         raise ValueError(f"CTranslate2 cannot convert {type(model.config).__name__}; use engine.name=hf")
@@ -76,12 +77,6 @@ def convert(model: Any, tokenizer: Any, compute_type: str, out_dir: str) -> None
     spec.validate()
     spec.optimize(quantization=compute_type)
     spec.save(out_dir)
-
-
-def _merged(model: Any) -> Any:
-    import copy
-
-    return copy.deepcopy(model).merge_and_unload()
 
 
 class CT2Engine:
@@ -101,7 +96,7 @@ class CT2Engine:
         self.label = f"ct2/{compute_type}"
         self.policy_version = -1
         self._generator: Any = None
-        self.sync_s = self.sync(version)
+        self.sync(version)
 
     def sync(self, version: int) -> float:
         import ctranslate2
