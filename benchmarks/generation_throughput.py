@@ -5,7 +5,9 @@
 Sampling as the trainer does it (T 0.6, top-p 0.95, K samples per prompt, stop at EOS or a closed
 code block); tok/s = generated tokens / wall seconds of the generate call, prefill included.
 ``threads`` is the number of cores an engine uses: torch threads for hf, single-thread workers for
-ct2. Greedy agreement compares each engine's greedy completions with HF float32's, token by token.
+ct2 and llamacpp; ``batch`` is the sequences one worker decodes together (llamacpp refills a finished
+row's slot at once; hf and ct2 run static batches). Greedy agreement compares each engine's greedy
+completions with HF float32's, token by token.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from rltf.datasets import load_dataset
 from rltf.generation import HFEngine, SamplingParams
 from rltf.generation.ct2 import CT2Engine
+from rltf.generation.llamacpp import LlamaCppEngine
 from rltf.models import Policy, set_threads
 
 
@@ -44,12 +47,15 @@ def engine(name: str, policies: dict[str, Policy], threads: int, batch: int):
         set_threads(threads)
         return HFEngine(policies[mode], batch_size=batch)
     set_threads(1)
+    if kind == "llamacpp":
+        return LlamaCppEngine(policies["float32"], mode, workers=threads, threads=1, batch_size=batch)
     return CT2Engine(policies["float32"], mode, workers=threads, threads=1, batch_size=batch)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--engines", default="hf-float32,hf-bfloat16,ct2-float32,ct2-int8")
+    parser.add_argument("--engines", default="hf-float32,hf-bfloat16,ct2-float32,ct2-int8,llamacpp-float32,"
+                                             "llamacpp-float16,llamacpp-bfloat16")
     parser.add_argument("--prompts", type=int, default=8, help="MBPP train prompts (task ids from 601)")
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--batches", default="10,40")
@@ -64,7 +70,7 @@ def main() -> None:
     names = args.engines.split(",")
     native_bf16 = bf16_is_native()
     if not native_bf16:
-        names = [n for n in names if n != "hf-bfloat16"]
+        names = [n for n in names if not n.endswith("bfloat16")]
     policies = {mode: Policy.load(dtype=mode) for mode in {n.split("-")[1] for n in names if n.startswith("hf")}}
     policies.setdefault("float32", Policy.load())
     base = policies["float32"]
@@ -95,7 +101,7 @@ def main() -> None:
                  for x, y in zip(reference, got) if x != y]
         agreement[name] = {"identical": sum(x == y for x, y in zip(reference, got)), "of": len(reference),
                            "first_differing_token": first}
-        if name.startswith("ct2"):
+        if not name.startswith("hf"):
             syncs[name] = [round(gen.sync(i), 2) for i in range(1, 4)]
         print(name, agreement[name], syncs.get(name), flush=True)
     result = {"rows": rows, "greedy_agreement_with_hf_float32": agreement, "sync_s": syncs,

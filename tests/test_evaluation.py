@@ -126,12 +126,14 @@ def test_eval_cli_end_to_end_and_resume(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "other settings" in str(result.exception)
 
 
-def test_eval_with_the_fast_engine_records_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("engine", "label"), [("auto", "llamacpp/float16"), ("ct2", "ct2/float32")])
+def test_eval_with_a_fast_engine_records_it(tmp_path: Path, engine: str, label: str) -> None:
     model = make_tiny_model(tmp_path / "tiny")
     args = ["eval", "--model", str(model), "--dataset", "humaneval", "--limit", "2", "--n", "1", "--k", "1",
-            "--temperature", "0", "--max-new-tokens", "8", "--workers", "1", "--out", str(tmp_path / "out")]
+            "--temperature", "0", "--max-new-tokens", "8", "--workers", "1", "--engine", engine,
+            "--out", str(tmp_path / "out")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["generation"]["engine"] == "ct2/float32" and 0 < summary["generation"]["new_tokens"] <= 16
+    assert summary["generation"]["engine"] == label and 0 < summary["generation"]["new_tokens"] <= 16
     assert summary["samples"] == 2

@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tiny_policy import make_tiny_model
@@ -14,11 +15,12 @@ from tiny_policy import make_tiny_model
 from rltf import generation
 from rltf.generation import EngineConfig, HFEngine, SamplingParams, TextStream, make_engine, resolve_engine
 from rltf.generation.ct2 import CT2Engine
+from rltf.generation.llamacpp import LlamaCppEngine, _sample
 from rltf.models import Policy
 from rltf.problems import Problem
 from rltf.prompts import Prompt
 
-ENGINES = ["hf", "ct2-float32", "ct2-int8"]
+ENGINES = ["hf", "ct2-float32", "ct2-int8", "llamacpp-float32", "llamacpp-float16"]
 
 
 def mbpp() -> Problem:
@@ -39,6 +41,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Policy:
 def engine_for(name: str, policy: Policy, **kwargs: int) -> generation.Engine:
     if name == "hf":
         return HFEngine(policy, batch_size=kwargs.get("batch_size", 8))
+    if name.startswith("llamacpp"):
+        return LlamaCppEngine(policy, name.split("-")[1], workers=kwargs.get("workers", 1),
+                              batch_size=kwargs.get("batch_size", 8))
     return CT2Engine(policy, name.split("-")[1], workers=kwargs.get("workers", 1),
                      batch_size=kwargs.get("batch_size", 8))
 
@@ -133,17 +138,41 @@ def test_greedy_first_row_equals_greedy_decoding(tiny: Policy, name: str) -> Non
     assert len(sampled) > 1 and not sampled <= {cs[0].token_ids for cs in greedy.completions}
 
 
-def test_ct2_float32_reproduces_hf_greedy_and_its_logprobs(tiny: Policy) -> None:
+@pytest.mark.parametrize("name", ["ct2-float32", "llamacpp-float32"])
+def test_exact_modes_reproduce_hf_greedy_and_its_logprobs(tiny: Policy, name: str) -> None:
     prompts = [tiny.prompt(mbpp()), tiny.prompt(humaneval())]
     params = SamplingParams(n=1, temperature=0, max_new_tokens=16)
     hf = HFEngine(tiny).generate(prompts, params).completions
-    ct2 = CT2Engine(tiny, "float32", workers=1).generate(prompts, params).completions
-    assert [c[0].token_ids for c in hf] == [c[0].token_ids for c in ct2]
-    gaps = [abs(a - b) for x, y in zip(hf, ct2) for a, b in zip(x[0].logprobs, y[0].logprobs)]
+    fast = engine_for(name, tiny).generate(prompts, params).completions
+    assert [c[0].token_ids for c in hf] == [c[0].token_ids for c in fast]
+    gaps = [abs(a - b) for x, y in zip(hf, fast) for a, b in zip(x[0].logprobs, y[0].logprobs)]
     assert max(gaps) < 1e-3
 
 
-@pytest.mark.parametrize("name", ["ct2-float32", "ct2-int8"])
+def test_llamacpp_serves_qwen2_with_its_attention_biases(tiny: Policy, tmp_path: Path) -> None:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = tiny.tokenizer
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 1.0)  # zero-initialised: a mis-mapped bias would go unnoticed
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    qwen = Policy.load(str(tmp_path))
+    prompts = [qwen.prompt(mbpp()), qwen.prompt(humaneval())]
+    params = SamplingParams(n=1, temperature=0, max_new_tokens=12)
+    hf = HFEngine(qwen).generate(prompts, params).completions
+    fast = engine_for("llamacpp-float32", qwen).generate(prompts, params).completions
+    assert [c[0].token_ids for c in hf] == [c[0].token_ids for c in fast]
+
+
+@pytest.mark.parametrize("name", ["ct2-float32", "ct2-int8", "llamacpp-float32", "llamacpp-float16"])
 def test_weight_sync_changes_the_output_and_the_version(tmp_path: Path, name: str) -> None:
     policy = Policy.load(str(make_tiny_model(tmp_path)))
     engine = engine_for(name, policy)
@@ -159,12 +188,13 @@ def test_weight_sync_changes_the_output_and_the_version(tmp_path: Path, name: st
     after = engine.generate(prompts, params).completions[0][0]
     assert seconds > 0 and engine.policy_version == 5 and after.policy_version == 5
     assert after.token_ids != before.token_ids
-    if name == "ct2-float32":  # the exact mode now decodes what the learner itself would
+    if name.endswith("float32"):  # the exact modes now decode what the learner itself would
         assert HFEngine(policy).generate(prompts, params).completions[0][0].token_ids == after.token_ids
 
 
-def test_streaming_reports_each_completion_once_as_it_ends(tiny: Policy) -> None:
-    engine = engine_for("ct2-float32", tiny, batch_size=2, workers=2)
+@pytest.mark.parametrize("name", ["ct2-float32", "llamacpp-float16"])
+def test_streaming_reports_each_completion_once_as_it_ends(tiny: Policy, name: str) -> None:
+    engine = engine_for(name, tiny, batch_size=2, workers=2)
     prompts = [tiny.prompt(mbpp()), tiny.prompt(humaneval()), tiny.prompt(mbpp())]
     seen: list[tuple[int, int, tuple[int, ...]]] = []
     out = engine.generate(prompts, SamplingParams(n=3, temperature=1.0, max_new_tokens=12, seed=1, greedy_first=True),
@@ -177,14 +207,54 @@ def test_streaming_reports_each_completion_once_as_it_ends(tiny: Policy) -> None
     assert sorted(hf_seen) == [(i, j) for i in range(3) for j in range(2)]
 
 
-def test_auto_falls_back_to_hf_without_ctranslate2(tiny: Policy, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_prefers_llamacpp_then_ct2_then_hf(tiny: Policy, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_engine("auto", tiny) == "llamacpp"
+    assert make_engine(tiny, EngineConfig(name="auto", workers=1)).label == "llamacpp/float16"
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp now raises ImportError
     assert resolve_engine("auto", tiny) == "ct2"
-    assert make_engine(tiny, EngineConfig(name="auto", compute_type="float32", workers=1)).name == "ct2"
-    monkeypatch.setitem(sys.modules, "ctranslate2", None)  # import ctranslate2 now raises ImportError
+    assert make_engine(tiny, EngineConfig(name="auto", workers=1)).label == "ct2/float32"
+    with pytest.raises(ValueError, match="pip install llama-cpp-python"):
+        make_engine(tiny, EngineConfig(name="llamacpp"))
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)
     assert resolve_engine("auto", tiny) == "hf"
     assert make_engine(tiny, EngineConfig(name="auto")).name == "hf"
     with pytest.raises(ValueError, match="pip install ctranslate2"):
         make_engine(tiny, EngineConfig(name="ct2"))
+
+
+def test_llamacpp_is_seeded_across_workers_and_refills_slots(tiny: Policy) -> None:
+    prompts = [tiny.prompt(mbpp()), tiny.prompt(humaneval()), tiny.prompt(mbpp()), tiny.prompt(humaneval())]
+    params = SamplingParams(n=3, temperature=1.0, top_p=0.9, max_new_tokens=10, seed=11, greedy_first=True)
+    # 3 slots per worker for 4 problems x 3 rows: each worker admits a problem whenever one finishes
+    engine = engine_for("llamacpp-float16", tiny, batch_size=3, workers=2)
+    first = engine.generate(prompts, params)
+    assert first.completions == engine.generate(prompts, params).completions
+    wide = engine_for("llamacpp-float16", tiny, batch_size=12, workers=2).generate(prompts, params)
+    assert [[c.token_ids for c in cs] for cs in wide.completions] == [[c.token_ids for c in cs]
+                                                                      for cs in first.completions]
+    other = engine.generate(prompts, SamplingParams(3, 1.0, 0.9, 10, seed=12, greedy_first=True))
+    assert other.completions != first.completions
+    assert first.completions[0][0].token_ids == first.completions[2][0].token_ids  # same prompt, greedy
+
+
+def test_llamacpp_sampling_applies_temperature_then_top_p_like_transformers() -> None:
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, size=(1, 500)).astype(np.float32)
+    params = SamplingParams(n=1, temperature=0.7, top_p=0.8, max_new_tokens=1)
+    warped = TopPLogitsWarper(0.8)(None, TemperatureLogitsWarper(0.7)(None, torch.from_numpy(logits)))
+    allowed = set(torch.isfinite(warped[0]).nonzero().flatten().tolist())
+    rows, greedy = np.zeros(4000, dtype=int), np.zeros(4000, dtype=bool)
+    tokens, logprobs = _sample(logits, rows, greedy, params, np.random.default_rng(1).random(4000))
+    assert set(tokens.tolist()) == allowed  # every kept token drawn, nothing else
+    expected = torch.log_softmax(torch.from_numpy(logits[0]), -1)[torch.from_numpy(tokens)].numpy()
+    assert np.allclose(logprobs, expected, atol=1e-4)  # untempered log-probs
+    probs = torch.softmax(warped[0], -1).numpy()
+    top = int(probs.argmax())
+    assert abs((tokens == top).mean() - probs[top]) < 0.03
+    argmax, _ = _sample(logits, np.zeros(2, dtype=int), np.ones(2, dtype=bool), params, np.zeros(2))
+    assert argmax.tolist() == [int(logits.argmax())] * 2
 
 
 def test_encoder_decoder_models_sample_on_hf(tiny: Policy, tmp_path: Path) -> None:

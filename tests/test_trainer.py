@@ -179,8 +179,9 @@ def test_offline_group_mean_with_lora_checkpoints_adapter_and_merged_model(tmp_p
     assert resumed.run() == 2
 
 
-def test_ct2_engine_syncs_every_n_steps_and_versions_are_what_it_served(tmp_path: Path) -> None:
-    config = _config("steps=3", "engine.name=ct2", "engine.compute_type=float32", "engine.workers=1",
+@pytest.mark.parametrize("engine", ["ct2", "llamacpp"])
+def test_fast_engines_sync_every_n_steps_and_versions_are_what_they_served(tmp_path: Path, engine: str) -> None:
+    config = _config("steps=3", f"engine.name={engine}", "engine.compute_type=float32", "engine.workers=1",
                      "engine.sync_every=2", "model.lora.enabled=true", "model.lora.target_modules=[q_proj, v_proj]",
                      "optim.lr=0.05", "eval.at_end=false")
     trainer = Trainer(config, tmp_path, show_progress=False)

@@ -122,12 +122,14 @@ def eval_command(
     seed: int = typer.Option(0),
     workers: int = typer.Option(2, help="Judge worker processes."),
     timeout: float | None = typer.Option(None, help="Judge time limit per test in seconds (default: judge's)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Sequences per chunk (sampled, judged and saved "
+    batch_size: int = typer.Option(128, "--batch-size", help="Sequences per chunk (sampled, judged and saved "
                                    "together; the unit of resume)."),
-    engine: str = typer.Option("auto", help="Generation engine: auto (ct2 where installed, else hf), hf, ct2."),
-    compute_type: str = typer.Option("float32", "--compute-type", help="ct2 weights: float32 (exact, the "
-                                     "default) or int8 (faster, changes the outputs)."),
-    engine_workers: int = typer.Option(2, "--engine-workers", help="ct2: parallel generations (one per core)."),
+    engine: str = typer.Option("auto", help="Generation engine: auto (the fastest installed: llamacpp, ct2, "
+                               "hf), hf, ct2, llamacpp."),
+    compute_type: str = typer.Option("auto", "--compute-type", help="Engine weights: auto (llamacpp float16, "
+                                     "ct2 float32), float32 (exact), float16/bfloat16 (llamacpp), int8 (ct2)."),
+    engine_workers: int = typer.Option(2, "--engine-workers", help="llamacpp/ct2: parallel generations "
+                                       "(one per core)."),
     threads: int | None = typer.Option(None, help="torch CPU threads (hf engine)."),
     style: str = typer.Option("auto", help="Prompt style: auto (chat template if the tokenizer has one), chat, base."),
     allow_download: bool = typer.Option(False, "--allow-download", help="Let transformers fetch a hub model."),
@@ -136,7 +138,7 @@ def eval_command(
     from transformers.utils import logging as hf_logging
 
     from rltf.evaluation import EvalSettings, evaluate
-    from rltf.generation import EngineConfig, make_engine
+    from rltf.generation import ENGINES, EngineConfig, make_engine
     from rltf.judge import Judge
     from rltf.models import Policy, set_threads
     from rltf.problems import load_problems
@@ -146,8 +148,8 @@ def eval_command(
         raise typer.BadParameter("--style must be auto, chat or base")
     if any(x > n for x in ks):
         raise typer.BadParameter(f"every k must be <= n={n}")
-    if engine not in ("auto", "hf", "ct2"):
-        raise typer.BadParameter("--engine must be auto, hf or ct2")
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}")
     if Path(dataset).is_file():
         problems = load_problems(dataset)[:limit]
     else:

@@ -52,8 +52,10 @@ class ModelConfig:
     style: Literal["auto", "chat", "base"] = "auto"
     dtype: str = "float32"
     device: str = "cpu"
-    threads: int | None = 1
-    """torch CPU threads; more than the free cores makes OpenMP spin (measured 16x slower generation)."""
+    threads: int | None = 2
+    """torch CPU threads for the learner (and the hf engine). 2 on the default 2-core machine: the
+    learner runs alone, after generation and judging; with the hf engine and the judge sharing the
+    cores, 1 (more threads than free cores makes OpenMP spin: 16x slower generation measured)."""
     allow_download: bool = False
     random_init: dict[str, Any] | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -133,7 +135,8 @@ class EvalConfig:
     at_start: bool = True
     at_end: bool = True
     max_new_tokens: int = 256
-    batch_size: int = 16
+    batch_size: int = 128
+    """Sequences per chunk; fast engines keep their slots full only with many sequences in flight."""
 
 
 @dataclass

@@ -1,7 +1,9 @@
-"""Sampling completions: one :class:`Engine` protocol, the ``hf`` reference engine and the fast ``ct2`` one.
+"""Sampling completions: one :class:`Engine` protocol, the ``hf`` reference engine and two fast ones,
+``llamacpp`` (llama.cpp, the fastest measured on CPU) and ``ct2`` (CTranslate2).
 
-``make_engine(policy, EngineConfig(name="auto"))`` picks CTranslate2 where it is installed and the
-model is decoder-only, else transformers. Engines serve the weights of their last ``sync``.
+``make_engine(policy, EngineConfig(name="auto"))`` picks the fastest engine that is installed and
+serves the model: llamacpp for llama/qwen2 models, else ct2 for other decoder-only ones, else
+transformers. Engines serve the weights of their last ``sync``.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from rltf.generation import ct2
+from rltf.generation import ct2, llamacpp
 from rltf.generation.base import (
     Completion,
     Engine,
@@ -23,7 +25,7 @@ from rltf.generation.base import (
 from rltf.generation.hf import HFEngine
 from rltf.models import Policy
 
-__all__ = ["Completion", "Engine", "EngineConfig", "FinishReason", "Generation", "HFEngine", "OnComplete",
+__all__ = ["ENGINES", "Completion", "Engine", "EngineConfig", "FinishReason", "Generation", "HFEngine", "OnComplete",
            "SamplingParams", "TextStream", "length_batches", "make_engine", "resolve_engine"]
 
 
@@ -31,26 +33,34 @@ __all__ = ["Completion", "Engine", "EngineConfig", "FinishReason", "Generation",
 class EngineConfig:
     """Which engine samples, and how.
 
-    ``compute_type`` (ct2): ``float32`` (the default) reproduces HF float32's greedy output; ``int8``
-    is faster but changes the model (greedy pass@1 on MBPP test fell from 3.6 % to about 1.6 %; see
-    the README's generation section). ``workers`` parallel generations of
-    ``threads`` threads each: on a CPU, one single-thread worker per free core. ``sync_every``: the
-    engine takes the learner's weights every N optimizer steps (the hf engine always has them).
+    ``compute_type``: ``auto`` is each engine's default -- llamacpp ``float16`` (greedy pass@1 inside
+    HF float32's confidence interval; ``float32`` is the exact mode, ``bfloat16`` the fastest), ct2
+    ``float32`` (its ``int8`` halves MBPP greedy pass@1; see the README's generation section); the
+    hf engine runs the learner's own dtype. ``workers`` parallel generations of ``threads`` threads
+    each: on a CPU, one single-thread worker per free core. ``sync_every``: the engine takes the
+    learner's weights every N optimizer steps (the hf engine always has them).
     """
 
-    name: Literal["auto", "hf", "ct2"] = "auto"
-    compute_type: str = "float32"
+    name: Literal["auto", "hf", "ct2", "llamacpp"] = "auto"
+    compute_type: str = "auto"
     workers: int = 2
     threads: int = 1
-    batch_size: int = 20
-    """Sequences per batch (prompts x samples)."""
+    batch_size: int = 25
+    """hf and ct2: sequences per batch (prompts x samples); llamacpp: sequences each worker decodes
+    together (continuous batching: a finished row's slot takes the next problem's rows)."""
     sync_every: int = 1
 
 
+ENGINES = ("auto", "hf", "ct2", "llamacpp")
+
+
 def resolve_engine(name: str, policy: Policy | None = None) -> str:
-    """``auto`` -> ``ct2`` when CTranslate2 is importable (and the model is decoder-only), else ``hf``."""
+    """``auto`` -> ``llamacpp`` where llama-cpp-python is importable and serves the model, else ``ct2``
+    where CTranslate2 is (decoder-only models), else ``hf``."""
     if name != "auto":
         return name
+    if llamacpp.available() and (policy is None or llamacpp.supports(policy)):
+        return "llamacpp"
     if ct2.available() and (policy is None or not policy.is_encoder_decoder):
         return "ct2"
     return "hf"
@@ -63,10 +73,17 @@ def make_engine(policy: Policy, config: EngineConfig, version: int = 0) -> Engin
         engine: Engine = HFEngine(policy, batch_size=config.batch_size)
         engine.sync(version)
         return engine
+    device = "cuda" if str(policy.model.device).startswith("cuda") else "cpu"
+    if name == "llamacpp":
+        if not llamacpp.available():
+            raise ValueError("engine.name=llamacpp needs llama-cpp-python: pip install llama-cpp-python "
+                             "(or make install)")
+        compute_type = "float16" if config.compute_type == "auto" else config.compute_type
+        return llamacpp.LlamaCppEngine(policy, compute_type, config.workers, config.threads, config.batch_size,
+                                       device, version)
     if name == "ct2":
         if not ct2.available():
             raise ValueError("engine.name=ct2 needs CTranslate2: pip install ctranslate2 (or make install)")
-        device = "cuda" if str(policy.model.device).startswith("cuda") else "cpu"
-        return ct2.CT2Engine(policy, config.compute_type, config.workers, config.threads, config.batch_size, device,
-                             version)
-    raise ValueError(f"unknown engine {name!r} (auto, hf or ct2)")
+        compute_type = "float32" if config.compute_type == "auto" else config.compute_type
+        return ct2.CT2Engine(policy, compute_type, config.workers, config.threads, config.batch_size, device, version)
+    raise ValueError(f"unknown engine {name!r} ({', '.join(ENGINES)})")
