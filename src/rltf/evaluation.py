@@ -76,7 +76,7 @@ class EvalSettings:
     batch_size: int = 16
     """Sequences per chunk: a chunk is sampled with its own seed and written at once (the unit of resume)."""
     engine: str = "hf"
-    """The engine and its mode (``hf``, ``ct2/int8``, ``ct2/float32``): part of what fixes the samples."""
+    """The engine and its mode (``hf``, ``llamacpp/float16``, ``ct2/float32``, ...): part of what fixes the samples."""
 
     def sampling(self, chunk: int) -> SamplingParams:
         digest = hashlib.sha256(f"{self.seed}:{chunk}".encode()).digest()
