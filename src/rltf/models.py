@@ -117,6 +117,16 @@ def convert_gguf(gguf: Path, out_dir: Path) -> float:
     return diff
 
 
+def merged(model: Any) -> Any:
+    """``model`` with its LoRA adapter merged, as a copy (the learner keeps training the adapter);
+    a model without an adapter as it is."""
+    if not hasattr(model, "peft_config"):
+        return model
+    import copy
+
+    return copy.deepcopy(model).merge_and_unload()
+
+
 def set_threads(threads: int | None) -> None:
     """Pin torch's intra-op threads (CPU runs share the machine with the judge's workers)."""
     if threads:

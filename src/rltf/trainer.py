@@ -16,7 +16,6 @@ renamed, so a run killed at any moment resumes from its last complete step.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import hashlib
 import json
@@ -43,7 +42,7 @@ from rltf.feedback import ProgramSpan, token_returns
 from rltf.generation import Completion, Engine, SamplingParams, make_engine
 from rltf.judge import Judge, JudgeConfig, Verdict
 from rltf.judge.verdict import PHASES
-from rltf.models import DEFAULT_MODEL, Policy, embedded_gguf, set_threads
+from rltf.models import DEFAULT_MODEL, Policy, embedded_gguf, merged, set_threads
 from rltf.problems import Problem, load_problems
 from rltf.prompts import Prompt
 
@@ -426,11 +425,9 @@ def _write_text(path: Path, text: str) -> None:
 def save_model(policy: Policy, out: Path) -> None:
     """Plain HF weights + tokenizer in ``out/model`` (``rltf eval --model`` and transformers load it);
     with LoRA also the adapter in ``out/adapter`` (what resume loads) and merged weights in ``model``."""
-    model = policy.model
-    if hasattr(model, "peft_config"):
-        model.save_pretrained(out / "adapter")
-        model = copy.deepcopy(model).merge_and_unload()
-    model.save_pretrained(out / "model")
+    if hasattr(policy.model, "peft_config"):
+        policy.model.save_pretrained(out / "adapter")
+    merged(policy.model).save_pretrained(out / "model")
     policy.tokenizer.save_pretrained(out / "model")
 
 

@@ -8,6 +8,7 @@ served, so the learner can tell exactly how on- or off-policy a sample is.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -162,6 +163,11 @@ class Row:
         self.stream.finish()
         return Completion(self.stream.text, tuple(self.stream.ids), tuple(self.stream.offsets),
                           tuple(self.logprobs), self.finish_reason or "length", version)
+
+
+def scratch_dir() -> str | None:
+    """Where fast engines write the learner's weights at each sync: memory (``/dev/shm``) if writable."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 TOKENS_PER_ROW = 512

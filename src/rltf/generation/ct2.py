@@ -14,8 +14,6 @@ workers, not bit-reproducible from run to run (which worker takes which batch va
 
 from __future__ import annotations
 
-import copy
-import os
 import tempfile
 import time
 import types
@@ -23,8 +21,17 @@ from collections.abc import Sequence
 from typing import Any
 from unittest import mock
 
-from rltf.generation.base import Completion, Generation, OnComplete, Row, SamplingParams, TextStream, length_batches
-from rltf.models import Policy
+from rltf.generation.base import (
+    Completion,
+    Generation,
+    OnComplete,
+    Row,
+    SamplingParams,
+    TextStream,
+    length_batches,
+    scratch_dir,
+)
+from rltf.models import Policy, merged
 from rltf.prompts import Prompt
 
 COMPUTE_TYPES = ("int8", "int8_float32", "float32", "int8_float16", "int8_bfloat16", "float16", "bfloat16")
@@ -66,8 +73,7 @@ def convert(model: Any, tokenizer: Any, compute_type: str, out_dir: str) -> None
     import torch
     from ctranslate2.converters import transformers as ct2_transformers
 
-    if hasattr(model, "peft_config"):  # serve base + adapter as one model, without touching the learner
-        model = copy.deepcopy(model).merge_and_unload()
+    model = merged(model)  # serve base + adapter as one model, without touching the learner
     loader = ct2_transformers._MODEL_LOADERS.get(type(model.config).__name__)
     if loader is None:
         raise ValueError(f"CTranslate2 cannot convert {type(model.config).__name__}; use engine.name=hf")
@@ -102,8 +108,7 @@ class CT2Engine:
         import ctranslate2
 
         started = time.perf_counter()
-        scratch = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-        with tempfile.TemporaryDirectory(prefix="rltf-ct2-", dir=scratch) as out:
+        with tempfile.TemporaryDirectory(prefix="rltf-ct2-", dir=scratch_dir()) as out:
             convert(self.policy.model, self.policy.tokenizer, self.compute_type, out)
             self._generator = ctranslate2.Generator(out, device=self.device, compute_type=self.compute_type,
                                                     inter_threads=self.workers, intra_threads=self.threads)

@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from rltf.generation.base import Completion, Generation, OnComplete, Row, SamplingParams, TextStream
-from rltf.models import Policy
+from rltf.generation.base import Completion, Generation, OnComplete, Row, SamplingParams, TextStream, scratch_dir
+from rltf.models import Policy, merged
 from rltf.prompts import Prompt
 
 COMPUTE_TYPES = ("float32", "float16", "bfloat16")
@@ -81,15 +81,12 @@ def _rope_permute(weight: np.ndarray, heads: int) -> np.ndarray:
 
 def write_gguf(model: Any, tokenizer: Any, path: str, compute_type: str = "float16") -> None:
     """Write a transformers causal LM (in memory; LoRA merged or not) as a GGUF file llama.cpp can load."""
-    import copy
-
     import gguf
     import torch
 
     if compute_type not in COMPUTE_TYPES:
         raise ValueError(f"unknown llamacpp compute type {compute_type!r} (one of {', '.join(COMPUTE_TYPES)})")
-    if hasattr(model, "peft_config"):
-        model = copy.deepcopy(model).merge_and_unload()
+    model = merged(model)
     config = model.config
     if config.model_type not in _ARCHS:
         raise ValueError(f"the llamacpp engine serves llama and qwen2 models, not {config.model_type!r}")
@@ -168,12 +165,10 @@ _LOG_CALLBACK: Any = None
 
 @dataclass
 class _Group:
-    """One prompt's rows: prefilled once, then copied to each row's sequence."""
+    """One prompt: prefilled once, then copied to each of its rows' sequences."""
 
     prompt: int
     tokens: list[int]
-    rows: list[int]
-    greedy: list[bool]
 
 
 @dataclass
@@ -192,7 +187,6 @@ class _Batch:
 
     capacity: int
     raw: Any = None
-    n: int = 0
     outputs: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -201,15 +195,15 @@ class _Batch:
         self.raw = llama_cpp.llama_batch_init(self.capacity, 0, 1)
 
     def clear(self) -> None:
-        self.n, self.outputs = 0, []
+        self.raw.n_tokens, self.outputs = 0, []
 
     def add(self, token: int, pos: int, seq: int, logits: bool) -> None:
-        i = self.n
+        i = self.raw.n_tokens
         self.raw.token[i], self.raw.pos[i], self.raw.n_seq_id[i] = token, pos, 1
         self.raw.seq_id[i][0], self.raw.logits[i] = seq, int(logits)
         if logits:
             self.outputs.append(i)
-        self.n = self.raw.n_tokens = i + 1
+        self.raw.n_tokens = i + 1
 
     def free(self) -> None:
         import llama_cpp
@@ -261,11 +255,12 @@ class _Worker:
         self.batch.free()
         llama_cpp.llama_free(self.ctx)
 
-    def run(self, queue: deque[_Group], max_rows: int, prompts: Sequence[Prompt], params: SamplingParams, seed: int,
-            tokenizer: Any, eos: set[int], version: int, on_complete: OnComplete | None
-            ) -> dict[tuple[int, int], Completion]:
-        """Take groups from ``queue`` (shared with the other workers) while at most ``max_rows`` rows are
-        active and slots are free, and decode until the queue is empty and every row has finished."""
+    def run(self, queue: deque[_Group], greedy_rows: list[bool], max_rows: int, prompts: Sequence[Prompt],
+            params: SamplingParams, seed: int, tokenizer: Any, eos: set[int], version: int,
+            on_complete: OnComplete | None) -> dict[tuple[int, int], Completion]:
+        """Take groups from ``queue`` (shared with the other workers), each with one row per entry of
+        ``greedy_rows``, while at most ``max_rows`` rows are active and slots are free; decode until
+        the queue is empty and every row has finished."""
         import llama_cpp
 
         free = list(range(self.slots))
@@ -275,17 +270,17 @@ class _Worker:
         while queue or active:
             prefills: dict[int, list[int]] = {}  # first slot of a new group -> its prompt
             shared: dict[int, int] = {}  # a new group's other slots -> its first slot
-            # all groups of a call have as many rows
-            while queue and len(free) >= len(queue[0].rows) and len(active) + len(queue[0].rows) <= max_rows:
+            size = len(greedy_rows)
+            while queue and len(free) >= size and len(active) + size <= max_rows:
                 try:
                     group = queue.popleft()
                 except IndexError:  # another worker took the last one
                     break
-                seqs = [heapq.heappop(free) for _ in group.rows]
+                seqs = [heapq.heappop(free) for _ in range(size)]
                 for seq in seqs:
                     self._clear(seq)
                 prefills[seqs[0]] = group.tokens
-                for seq, j, greedy in zip(seqs, group.rows, group.greedy):
+                for j, (seq, greedy) in enumerate(zip(seqs, greedy_rows)):
                     active[seq] = _Active((group.prompt, j), Row(prompts[group.prompt], TextStream(tokenizer)),
                                           greedy, len(group.tokens), np.random.default_rng([seed, group.prompt, j]))
                     shared[seq] = seqs[0]
@@ -395,8 +390,7 @@ class LlamaCppEngine:
         import llama_cpp
 
         started = time.perf_counter()
-        scratch = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-        with tempfile.TemporaryDirectory(prefix="rltf-llamacpp-", dir=scratch) as out:
+        with tempfile.TemporaryDirectory(prefix="rltf-llamacpp-", dir=scratch_dir()) as out:
             path = os.path.join(out, "model.gguf")
             write_gguf(self.policy.model, self.policy.tokenizer, path, self.compute_type)
             params = llama_cpp.llama_model_default_params()
@@ -436,20 +430,20 @@ class LlamaCppEngine:
         greedy_rows = 1 if params.greedy else int(params.greedy_first)
         per_prompt = 1 if params.greedy else params.n
         flags = [j < greedy_rows for j in range(per_prompt)]
-        groups = [_Group(i, ids[i], list(range(per_prompt)), flags)
-                  for i in sorted(range(len(prompts)), key=lambda i: -len(ids[i]))]  # long prompts first
+        longest_first = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
+        queue = deque(_Group(i, ids[i]) for i in longest_first)
         with self._lock:
             workers = self._workers_for(max(map(len, ids), default=1) + params.max_new_tokens,
                                         max(self.batch_size, per_prompt))
-            queue = deque(groups)
             # a fair share each: one worker taking every row would leave the others idle
-            share = per_prompt * -(-len(groups) // len(workers))
+            share = per_prompt * -(-len(queue) // len(workers))
             max_rows = max(per_prompt, min(workers[0].slots, share))
             seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")
             eos = self.policy.eos_ids()
             with ThreadPoolExecutor(len(workers)) as pool:
-                futures = [pool.submit(worker.run, queue, max_rows, prompts, params, seed, self.policy.tokenizer, eos,
-                                       self.policy_version, on_complete) for worker in workers]
+                futures = [pool.submit(worker.run, queue, flags, max_rows, prompts, params, seed,
+                                       self.policy.tokenizer, eos, self.policy_version, on_complete)
+                           for worker in workers]
                 done = {key: value for future in futures for key, value in future.result().items()}
         new_tokens = sum(len(c.token_ids) for c in done.values())
         completions = []
