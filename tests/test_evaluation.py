@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from rltf.cli import app
 from rltf.evaluation import mean_pass_at_k, pass_at_k, plan_chunks, summarize
+from rltf.generation.llamacpp import default_compute_type
 from rltf.judge.verdict import ErrorInfo, Verdict
 from rltf.problems import Problem
 
@@ -41,6 +42,8 @@ def test_chunks_group_similar_prompt_lengths_and_isolate_long_ones() -> None:
     assert plan_chunks([100, 100, 100], draws=10, batch_size=16) == [[0], [1], [2]]  # one problem's samples
     assert plan_chunks([100, 100], draws=20, batch_size=16) == [[0], [1]]
     assert plan_chunks([], draws=1, batch_size=16) == []
+    # an engine that schedules rows one by one keeps long prompts with the others (no padding to avoid)
+    assert plan_chunks(lengths, draws=1, batch_size=16, padded=False) == [list(range(16)), [16, 17, 18, 19, 20]]
 
 
 def test_summarize_breaks_down_by_difficulty_and_error() -> None:
@@ -126,7 +129,7 @@ def test_eval_cli_end_to_end_and_resume(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "other settings" in str(result.exception)
 
 
-@pytest.mark.parametrize(("engine", "label"), [("auto", "llamacpp/float16"), ("ct2", "ct2/float32")])
+@pytest.mark.parametrize(("engine", "label"), [("auto", f"llamacpp/{default_compute_type()}"), ("ct2", "ct2/float32")])
 def test_eval_with_a_fast_engine_records_it(tmp_path: Path, engine: str, label: str) -> None:
     model = make_tiny_model(tmp_path / "tiny")
     args = ["eval", "--model", str(model), "--dataset", "humaneval", "--limit", "2", "--n", "1", "--k", "1",

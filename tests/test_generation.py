@@ -15,12 +15,12 @@ from tiny_policy import make_tiny_model
 from rltf import generation
 from rltf.generation import EngineConfig, HFEngine, SamplingParams, TextStream, make_engine, resolve_engine
 from rltf.generation.ct2 import CT2Engine
-from rltf.generation.llamacpp import LlamaCppEngine, _sample
+from rltf.generation.llamacpp import LlamaCppEngine, _sample, default_compute_type
 from rltf.models import Policy
 from rltf.problems import Problem
 from rltf.prompts import Prompt
 
-ENGINES = ["hf", "ct2-float32", "ct2-int8", "llamacpp-float32", "llamacpp-float16"]
+ENGINES = ["hf", "ct2-float32", "ct2-int8", "llamacpp-float32", "llamacpp-float16", "llamacpp-bfloat16"]
 
 
 def mbpp() -> Problem:
@@ -209,7 +209,7 @@ def test_streaming_reports_each_completion_once_as_it_ends(tiny: Policy, name: s
 
 def test_auto_prefers_llamacpp_then_ct2_then_hf(tiny: Policy, monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_engine("auto", tiny) == "llamacpp"
-    assert make_engine(tiny, EngineConfig(name="auto", workers=1)).label == "llamacpp/float16"
+    assert make_engine(tiny, EngineConfig(name="auto", workers=1)).label == f"llamacpp/{default_compute_type()}"
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp now raises ImportError
     assert resolve_engine("auto", tiny) == "ct2"
     assert make_engine(tiny, EngineConfig(name="auto", workers=1)).label == "ct2/float32"

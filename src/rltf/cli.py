@@ -126,8 +126,9 @@ def eval_command(
                                    "together; the unit of resume)."),
     engine: str = typer.Option("auto", help="Generation engine: auto (the fastest installed: llamacpp, ct2, "
                                "hf), hf, ct2, llamacpp."),
-    compute_type: str = typer.Option("auto", "--compute-type", help="Engine weights: auto (llamacpp float16, "
-                                     "ct2 float32), float32 (exact), float16/bfloat16 (llamacpp), int8 (ct2)."),
+    compute_type: str = typer.Option("auto", "--compute-type", help="Engine weights: auto (llamacpp bfloat16 "
+                                     "on CPUs with AVX512-BF16, else float16; ct2 float32), float32 "
+                                     "(exact), float16/bfloat16 (llamacpp), int8 (ct2)."),
     engine_workers: int = typer.Option(2, "--engine-workers", help="llamacpp/ct2: parallel generations "
                                        "(one per core)."),
     threads: int | None = typer.Option(None, help="torch CPU threads (hf engine)."),

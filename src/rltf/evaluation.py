@@ -89,10 +89,10 @@ class EvalSettings:
         return 1 if self.temperature == 0 else self.n
 
 
-def plan_chunks(lengths: Sequence[int], draws: int, batch_size: int) -> list[list[int]]:
+def plan_chunks(lengths: Sequence[int], draws: int, batch_size: int, padded: bool = True) -> list[list[int]]:
     """Problem indices per chunk: length-sorted, at most ``batch_size`` sequences (see
-    :func:`rltf.generation.length_batches`)."""
-    return length_batches(lengths, draws, batch_size)
+    :func:`rltf.generation.length_batches`; ``padded`` when the engine pads a batch's prompts)."""
+    return length_batches(lengths, draws, batch_size, padded)
 
 
 def _read_samples(path: Path) -> list[dict[str, Any]]:
@@ -205,7 +205,7 @@ def evaluate(
     _write_jsonl(out / SAMPLES, records)  # also drops a torn last line before appending
     done = {(r["problem_id"], r["sample"]) for r in records}
     plan = plan_chunks(policy.prompt_lengths([policy.prompt(p) for p in problems]), settings.draws,
-                       settings.batch_size)
+                       settings.batch_size, engine.pads_prompts)
     chunks = [(c, [problems[i] for i in indices]) for c, indices in enumerate(plan)]
     todo = [(c, ps) for c, ps in chunks if any((p.id, j) not in done for p in ps for j in range(settings.n))]
     remaining = sum((p.id, j) not in done for _, ps in todo for p in ps for j in range(settings.n))

@@ -33,8 +33,9 @@ __all__ = ["ENGINES", "Completion", "Engine", "EngineConfig", "FinishReason", "G
 class EngineConfig:
     """Which engine samples, and how.
 
-    ``compute_type``: ``auto`` is each engine's default -- llamacpp ``float16`` (greedy pass@1 inside
-    HF float32's confidence interval; ``float32`` is the exact mode, ``bfloat16`` the fastest), ct2
+    ``compute_type``: ``auto`` is each engine's default -- llamacpp ``bfloat16`` on CPUs with
+    AVX512-BF16, else ``float16`` (greedy pass@1 inside HF float32's confidence interval either way;
+    ``float32`` is the exact mode; :func:`rltf.generation.llamacpp.default_compute_type`), ct2
     ``float32`` (its ``int8`` halves MBPP greedy pass@1; see the README's generation section); the
     hf engine runs the learner's own dtype. ``workers`` parallel generations of ``threads`` threads
     each: on a CPU, one single-thread worker per free core. ``sync_every``: the engine takes the
@@ -78,7 +79,8 @@ def make_engine(policy: Policy, config: EngineConfig, version: int = 0) -> Engin
         if not llamacpp.available():
             raise ValueError("engine.name=llamacpp needs llama-cpp-python: pip install llama-cpp-python "
                              "(or make install)")
-        compute_type = "float16" if config.compute_type == "auto" else config.compute_type
+        compute_type = llamacpp.default_compute_type(device) if config.compute_type == "auto" \
+            else config.compute_type
         return llamacpp.LlamaCppEngine(policy, compute_type, config.workers, config.threads, config.batch_size,
                                        device, version)
     if name == "ct2":

@@ -8,6 +8,7 @@ served, so the learner can tell exactly how on- or off-policy a sample is.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,9 @@ class Engine(Protocol):
     policy_version: int
     shares_weights: bool
     """True when the engine samples from the learner's own modules (always current; sync is free)."""
+    pads_prompts: bool
+    """True when a batch's rows are padded to its longest prompt, so that batches should group similar
+    prompt lengths (:func:`length_batches`); False when every row is scheduled on its own."""
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams,
                  on_complete: OnComplete | None = None) -> Generation: ...
@@ -173,18 +177,20 @@ def scratch_dir() -> str | None:
 TOKENS_PER_ROW = 512
 
 
-def length_batches(lengths: Sequence[int], draws: int, batch_size: int) -> list[list[int]]:
-    """Prompt indices per batch: sorted by prompt length, at most ``batch_size`` sequences and
-    ``batch_size * TOKENS_PER_ROW`` padded prompt tokens per batch (at least one prompt).
+def length_batches(lengths: Sequence[int], draws: int, batch_size: int, padded: bool = True) -> list[list[int]]:
+    """Prompt indices per batch: sorted by prompt length, at most ``batch_size`` sequences and, when
+    ``padded``, ``batch_size * TOKENS_PER_ROW`` padded prompt tokens per batch (at least one prompt).
 
-    Every row of a batch is padded to its longest prompt (or, in CTranslate2, feeds the extra prompt
-    tokens one step at a time), so one long prompt (MBPP/493 has ~3k tokens) among short ones
-    multiplies the cost of the whole batch.
+    Every row of a padded batch is padded to its longest prompt (or, in CTranslate2, feeds the extra
+    prompt tokens one step at a time), so one long prompt (MBPP/493 has ~3k tokens) among short ones
+    multiplies the cost of the whole batch. Without padding the cap would only leave a few long
+    prompts to run alone, with most slots idle.
     """
     batches: list[list[int]] = []
+    cap = batch_size * TOKENS_PER_ROW if padded else math.inf
     for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
         rows = (len(batches[-1]) + 1) * draws if batches else 0
-        if not batches or rows > max(batch_size, draws) or rows * lengths[i] > batch_size * TOKENS_PER_ROW:
+        if not batches or rows > max(batch_size, draws) or rows * lengths[i] > cap:
             batches.append([])
         batches[-1].append(i)
     return batches

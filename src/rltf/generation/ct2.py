@@ -90,6 +90,7 @@ class CT2Engine:
 
     name = "ct2"
     shares_weights = False
+    pads_prompts = True
 
     def __init__(self, policy: Policy, compute_type: str = "float32", workers: int = 2, threads: int = 1,
                  batch_size: int = 16, device: str = "cpu", version: int = 0) -> None:

@@ -74,6 +74,7 @@ class HFEngine:
 
     name = label = "hf"
     shares_weights = True
+    pads_prompts = True
 
     def __init__(self, policy: Policy, batch_size: int = 16) -> None:
         self.policy, self.batch_size, self.policy_version = policy, batch_size, 0
