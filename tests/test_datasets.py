@@ -317,3 +317,14 @@ def test_malformed_records(tmp_path):
     array = _write(tmp_path / "sanitized.json", json.dumps([{"task_id": 2, "prompt": "p"}]))
     with pytest.raises(ProblemFormatError, match=re.escape(f"{array}: record 0: missing key '")):
         load_dataset("mbpp-sanitized", path=array)
+
+
+def test_reading_reference_code_prints_no_warnings() -> None:
+    """Reference solutions with invalid escapes ("\\d" in a plain string) are parsed without a warning
+    of any kind reaching the run log (SyntaxWarning from Python 3.12)."""
+    from rltf.datasets import _entry_point
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _entry_point("assert f('1') == 1", "import re\ndef f(s):\n    return len(re.findall('\\d', s))\n") == "f"
+    assert caught == []

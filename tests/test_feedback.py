@@ -246,8 +246,11 @@ def test_category_table(row: Row, source: str, tok: Tok, request: pytest.Fixture
 
 @pytest.mark.parametrize(("program", "category", "line"), [
     # 3.10+ messages, mapped by meaning to the original's invalid-syntax / EOF / EOL family
-    ("x = 1\ny = (2,\nz = 3\nprint(z)\n", "global", None),  # "'(' was never closed": ran off the end
+    ("x = 1\ny = (2,\nz = 3\nprint(z)\n", "line", 2),  # "'(' was never closed", left open mid-program
+    ("x = f(1\nreturn x\n", "line", 1),  # ... likewise
     ("def f(x):\n    y = [\n        1,\n        2,\n", "global", None),  # truncated inside a literal
+    ("def f(x):\n    return g(x, [1, 2], (x +\n", "global", None),  # truncated after an operator
+    ("s = {'a': (1,\n", "global", None),  # nested brackets, cut off
     ("x = 'abc\ny = 1\n", "line", 1),  # "unterminated string literal" (old EOL) mid-program
     ("y = 1\nx = 'abc\n", "global", None),  # ... and on the last line
     ("x = [1 2]\ny = 1\n", "line", 1),  # "invalid syntax. Perhaps you forgot a comma?"
@@ -394,16 +397,39 @@ def test_baselines() -> None:
     assert run(ZERO_DIV, greedy, 0.22)[1].baseline == 0.22
     group = [Verdict("pass", 5, 5), WRONG, Verdict.infra("died", 5), ZERO_DIV]
     mean = (1.0 + (-0.3 + 1.3 * 0.4) - 0.6) / 3  # the infra error is left out of the mean
-    returns, record = run(ZERO_DIV, FeedbackConfig(baseline="group_mean"), group)
+    returns, record = run(ZERO_DIV, FeedbackConfig(baseline="rloo"), group)
     assert record.baseline == pytest.approx(mean) and returns[0].item() == pytest.approx(-0.6 - mean)
     assert run(ZERO_DIV, greedy, Verdict.infra("died", 5)) is None
-    assert run(ZERO_DIV, FeedbackConfig(baseline="group_mean"), [Verdict.infra("died", 5)]) is None
+    assert run(ZERO_DIV, FeedbackConfig(baseline="rloo"), [Verdict.infra("died", 5)]) is None
     with pytest.raises(TypeError):
         run(ZERO_DIV, greedy, None)
     with pytest.raises(TypeError):
-        run(ZERO_DIV, FeedbackConfig(baseline="group_mean"), Verdict("pass", 5, 5))
+        run(ZERO_DIV, FeedbackConfig(baseline="rloo"), Verdict("pass", 5, 5))
     with pytest.raises(ValueError):
         run(ZERO_DIV, NO_BASELINE, Verdict("pass", 5, 5))
+    with pytest.raises(ValueError, match="'grpo' only"):
+        FeedbackConfig(baseline="rloo", scale_std=True)
+
+
+def test_grpo_advantages_by_hand() -> None:
+    # a group of K = 3 judged samples: rewards 1.0 (pass), 0.22 (2 of 5 tests), -0.6 (runtime error)
+    group = [Verdict("pass", 5, 5), WRONG, ZERO_DIV]
+    mean, std = 0.62 / 3, (((1.0 - 0.62 / 3) ** 2 + (0.22 - 0.62 / 3) ** 2 + (-0.6 - 0.62 / 3) ** 2) / 2) ** 0.5
+    plain = FeedbackConfig(baseline="grpo", fine_grained=False)
+    returns, record = run(ZERO_DIV, plain, group)  # Dr. GRPO: the group mean, self included
+    assert record.baseline == pytest.approx(mean) and record.scale == 1.0
+    assert torch.allclose(returns, torch.full_like(returns, -0.6 - mean))
+    scaled = FeedbackConfig(baseline="grpo", scale_std=True, fine_grained=False)
+    advantages = [run(v, scaled, group)[1].advantage for v in group]
+    assert advantages == pytest.approx([(r - mean) / (std + 1e-4) for r in (1.0, 0.22, -0.6)])
+    assert sum(advantages) == pytest.approx(0.0, abs=1e-6)
+    # all rewards equal: no signal, advantage 0 (not a division by zero)
+    same = [ZERO_DIV, ZERO_DIV, ZERO_DIV]
+    assert run(ZERO_DIV, scaled, same)[1].advantage == 0.0
+    # the fine-grained term is added per token after scaling: r_t = A(W) - λ·m_t
+    returns, record = run(ZERO_DIV, FeedbackConfig(baseline="grpo", scale_std=True), group)
+    assert record.tokens and returns[record.tokens[0]].item() == pytest.approx(advantages[2] - 0.3, abs=1e-5)
+    assert returns[0].item() == pytest.approx(advantages[2], abs=1e-5)
 
 
 def test_infra_error_is_never_a_reward() -> None:
@@ -459,7 +485,7 @@ def test_config_and_span_validation() -> None:
     span = ProgramSpan("ab", 3, 6)
     assert span.program("xyz1234") == "ab123"
     assert (span.completion_index(1), span.completion_index(2), span.completion_index(4)) == (None, 3, 5)
-    assert baseline_reward(None, NO_BASELINE) == 0.0
+    assert baseline_reward(None, NO_BASELINE) == (0.0, 1.0)
 
 
 # --------------------------------------------------------------------------- rltf explain

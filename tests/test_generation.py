@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import sys
@@ -277,3 +278,21 @@ def test_encoder_decoder_models_sample_on_hf(tiny: Policy, tmp_path: Path) -> No
     assert len(completions) == 2 and all(0 < len(c.token_ids) <= 5 for c in completions)
     assert all(c.token_ids[0] != tok.pad_token_id for c in completions)  # decoder start token is not output
     assert all(len(c.logprobs) == len(c.token_ids) for c in completions)
+
+
+def test_hf_sampling_ignores_the_models_own_generation_config(tiny: Policy) -> None:
+    """A checkpoint's generation_config (repetition penalty, n-gram bans, top-k) must not leak into
+    sampling, the greedy baseline or evaluation: only SamplingParams count."""
+    prompts = [tiny.prompt(mbpp()), tiny.prompt(humaneval())]
+    greedy = SamplingParams(n=1, max_new_tokens=16)
+    sampled = SamplingParams(n=2, temperature=1.0, top_p=1.0, max_new_tokens=16, seed=3)
+    engine = HFEngine(tiny, batch_size=4)
+    clean = [engine.generate(prompts, p).completions for p in (greedy, sampled)]
+    shipped = tiny.model.generation_config
+    try:
+        tiny.model.generation_config = copy.deepcopy(shipped)
+        tiny.model.generation_config.update(repetition_penalty=50.0, no_repeat_ngram_size=1, top_k=2)
+        assert [engine.generate(prompts, p).completions for p in (greedy, sampled)] == clean
+        assert tiny.model.generation_config.repetition_penalty == 50.0  # put back after the call
+    finally:
+        tiny.model.generation_config = shipped

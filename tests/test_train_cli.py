@@ -38,10 +38,18 @@ def test_overrides_are_typed_by_the_dataclass_field() -> None:
     ("feedback.baseline=mean", "'mean' is not one of"),
     ("buffer.capacity=0", "buffer.capacity"),
     ("steps", "not key=value"),
+    ("judge.stop_on_first_failure=true", "feedback.adaptive needs every test's result"),
+    ("feedback.scale_std=true", "scale_std applies to baseline 'grpo' only"),
 ])
 def test_bad_overrides_fail_with_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         load_config("tiny-smoke", [override])
+
+
+def test_group_estimators_need_a_group() -> None:
+    assert load_config("tiny-smoke", ["feedback.baseline=grpo", "feedback.scale_std=true"]).feedback.scale_std
+    with pytest.raises(ConfigError, match=r"feedback\.baseline=rloo needs rollout\.samples_per_problem >= 2"):
+        load_config("tiny-smoke", ["feedback.baseline=rloo", "rollout.samples_per_problem=1"])
 
 
 def test_unknown_key_in_a_file(tmp_path: Path) -> None:
@@ -68,7 +76,12 @@ def test_train_resume_and_report_commands(tmp_path: Path) -> None:
 
     result = runner.invoke(app, ["train", "--config", "tiny-smoke", "--out", str(out)])
     assert result.exit_code != 0 and "already holds a run" in result.output
-    result = runner.invoke(app, ["train", "--out", str(out), "--resume", "--steps", "2"])
+    result = runner.invoke(app, ["train", "--config", "tiny-smoke", "--out", str(out), "--resume", "--steps", "2"])
+    assert result.exit_code != 0 and "differs from --config tiny-smoke in eval.limit, eval.max_new_tokens, " \
+        "rollout.max_new_tokens;" in result.output
+    # the same --config (and overrides) as the original run just works
+    result = runner.invoke(app, ["train", "--config", "tiny-smoke", "--out", str(out), "--resume", "--steps", "2",
+                                 *common])
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert (out / "eval" / "step-000002" / "summary.json").is_file()

@@ -15,6 +15,7 @@ from rltf.trainer import (
     Trainer,
     TrainItem,
     collate,
+    policy_loss,
     read_metrics,
     target_logprobs,
     weighted_nll,
@@ -40,11 +41,12 @@ def test_policy_gradient_and_cross_entropy_by_hand() -> None:
     # vocab of 3; row i predicts the token at position i + 1
     table = [[0.0, math.log(3.0), 0.0], [math.log(2.0), 0.0, math.log(2.0)], [0.0, 0.0, 0.0]]
     model = FixedLogits(table)
-    items = [TrainItem([0], [1, 2], [2.0, -1.0]), TrainItem([0, 1], [0], [0.5])]
+    items = [TrainItem([0], [1, 2], [2.0, -1.0], [-0.5, -0.9]), TrainItem([0, 1], [0], [0.5])]
     batch = collate(items, pad_id=0, max_len=16, encoder_decoder=False)
     assert batch["input_ids"].tolist() == [[0, 1, 2], [0, 1, 0]]
     assert batch["target_mask"].tolist() == [[False, True, True], [False, False, True]]
-    logp, weights = target_logprobs(model, batch)
+    logp, weights, behaviour = target_logprobs(model, batch)
+    assert behaviour.tolist() == pytest.approx([-0.5, -0.9, 0.0])  # a reference has no behaviour log-probs
     # row 0 -> p(1) = 3/5; row 1 -> p(2) = 2/5; the second sequence's target sits at position 2: row 1, p(0) = 2/5
     expected = torch.tensor([math.log(3 / 5), math.log(2 / 5), math.log(2 / 5)])
     assert torch.allclose(logp, expected, atol=1e-6)
@@ -57,6 +59,40 @@ def test_policy_gradient_and_cross_entropy_by_hand() -> None:
     ce = weighted_nll(logp.detach(), torch.ones(3))
     assert ce.item() == pytest.approx(-(math.log(3 / 5) + 2 * math.log(2 / 5)) / 3, abs=1e-6)
     assert weighted_nll(torch.zeros(0), torch.zeros(0)).item() == 0.0
+
+
+def test_importance_ratio_and_clipping_by_hand() -> None:
+    logp = torch.tensor([math.log(0.5), math.log(0.2), math.log(0.9)], requires_grad=True)
+    behaviour = torch.log(torch.tensor([0.25, 0.4, 0.9]))  # ratios 2.0, 0.5, 1.0
+    returns = torch.tensor([1.0, 1.0, -2.0])
+
+    plain, stats = policy_loss(logp, returns, behaviour, "none")
+    assert stats == {} and plain.item() == pytest.approx(weighted_nll(logp, returns).item())
+
+    # PPO: min(ρA, clip(ρ, 0.8, 1.2)A) = min(2, 1.2), min(0.5, 0.8), -2 -> 1.2, 0.5, -2
+    loss, stats = policy_loss(logp, returns, behaviour, "ppo_clip", clip_eps=0.2)
+    assert loss.item() == pytest.approx(-(1.2 + 0.5 - 2.0) / 3)
+    assert stats["ratio"].item() == pytest.approx((2.0 + 0.5 + 1.0) / 3)
+    assert stats["clipped"].item() == pytest.approx(2 / 3)
+    kl = ((2.0 - 1 - math.log(2.0)) + (0.5 - 1 - math.log(0.5)) + 0.0) / 3
+    assert stats["kl"].item() == pytest.approx(kl)
+    (grad,) = torch.autograd.grad(loss, logp)
+    # the clipped token (ρ = 2 > 1.2, A > 0) gets no gradient; the others -ρA/3
+    assert grad.tolist() == pytest.approx([0.0, -0.5 / 3, 2.0 / 3])
+
+    # truncated IS: weights min(ρ, 1.5) = 1.5, 0.5, 1.0, held constant
+    loss, stats = policy_loss(logp, returns, behaviour, "tis", tis_cap=1.5)
+    (grad,) = torch.autograd.grad(loss, logp)
+    assert grad.tolist() == pytest.approx([-1.5 / 3, -0.5 / 3, 2.0 / 3])
+    assert stats["clipped"].item() == pytest.approx(1 / 3)
+
+    # on-policy (ρ = 1) every kind has the plain policy gradient
+    same = logp.detach().clone()
+    for kind in ("none", "ppo_clip", "tis"):
+        (grad,) = torch.autograd.grad(policy_loss(logp, returns, same, kind)[0], logp)
+        assert grad.tolist() == pytest.approx((-returns / 3).tolist())
+    with pytest.raises(ValueError):
+        policy_loss(logp, returns, behaviour, "ppo")
 
 
 def test_collate_truncates_targets_and_pads_encoder_decoder() -> None:
@@ -162,9 +198,10 @@ def test_lost_metrics_line_comes_back_from_the_checkpoint(full_run: Path, tmp_pa
     assert [r["step"] for r in read_metrics(run_dir)] == [1, 2, 3]
 
 
-def test_offline_group_mean_with_lora_checkpoints_adapter_and_merged_model(tmp_path: Path) -> None:
-    config = _config("steps=2", "rollout.online=false", "data.limit=2", "feedback.baseline=group_mean",
-                     "model.lora.enabled=true", "model.lora.target_modules=[q_proj, v_proj]", "optim.sl_weight=0")
+def test_offline_rloo_ppo_with_lora_checkpoints_adapter_and_merged_model(tmp_path: Path) -> None:
+    config = _config("steps=2", "rollout.online=false", "data.limit=2", "feedback.baseline=rloo",
+                     "model.lora.enabled=true", "model.lora.target_modules=[q_proj, v_proj]", "optim.sl_weight=0",
+                     "optim.importance=ppo_clip")
     trainer = Trainer(config, tmp_path, show_progress=False)
     assert trainer.run(stop_at=1) == 1
     records = read_metrics(tmp_path)
@@ -177,6 +214,9 @@ def test_offline_group_mean_with_lora_checkpoints_adapter_and_merged_model(tmp_p
     resumed = Trainer(config, tmp_path, resume=True, show_progress=False)
     assert len(resumed.buffer) == records[0]["buffer_size"] and resumed.offline_done
     assert resumed.run() == 2
+    for record in read_metrics(tmp_path):  # offline samples, importance-corrected against the learner
+        assert record["importance_ratio_mean"] > 0 and record["kl_behaviour_current"] >= 0
+        assert 0 <= record["importance_clip_frac"] <= 1
 
 
 @pytest.mark.parametrize("engine", ["ct2", "llamacpp"])
@@ -215,9 +255,10 @@ def test_every_sample_is_compared_with_its_own_problems_baseline() -> None:
               Group(problems[1], judged("fail", 1), [judged("pass", 2), judged("fail", 0), judged("fail", 1)])]
     for group in groups:
         assert baselines(group, "greedy") == [group.greedy.verdict] * 3
-        loo = baselines(group, "group_mean")
+        loo = baselines(group, "rloo")
         for j, others in enumerate(loo):
             assert others == [s.verdict for k, s in enumerate(group.samples) if k != j]
+        assert baselines(group, "grpo") == [[s.verdict for s in group.samples]] * 3
         assert baselines(group, "none") == [None] * 3
     assert baselines(groups[0], "greedy")[0] is not baselines(groups[1], "greedy")[0]
 

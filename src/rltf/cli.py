@@ -238,8 +238,8 @@ def explain(
             console.print(text)
             console.print(f"category: {record.category}  penalised: {span_text!r}")
             console.print("terms: " + ", ".join(f"{k} {v:+.4g}" for k, v in record.terms().items()))
-            console.print(f"returns: {record.reward - record.baseline + record.fine:+.4g} on {len(marked)} penalised "
-                          f"tokens, {record.reward - record.baseline:+.4g} on the other {len(offsets) - len(marked)}")
+            console.print(f"returns: {record.advantage + record.fine:+.4g} on {len(marked)} penalised "
+                          f"tokens, {record.advantage:+.4g} on the other {len(offsets) - len(marked)}")
     if record is None:
         raise typer.Exit(1)
 
@@ -345,24 +345,28 @@ def train(
     out: Path | None = typer.Option(None, "--out", help="Run directory (default: runs/<config name>)."),
     steps: int | None = typer.Option(None, "--steps", help="Total optimizer steps (same as steps=N)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint with "
-                                "its config.yaml (overrides still apply); start it if --out holds no run yet."),
+                                "its config.yaml (overrides still apply; a --config must match it); start it if "
+                                "--out holds no run yet."),
 ) -> None:
     """Online RLTF: sample, judge, reward and update in one process; checkpoints, metrics and evals in --out."""
     from transformers.utils import logging as hf_logging
 
-    from rltf.config import DEFAULT_CONFIG, ConfigError, load_config
+    from rltf.config import DEFAULT_CONFIG, ConfigError, differing_keys, load_config
     from rltf.trainer import CONFIG, Trainer, render_report
 
     name = config or DEFAULT_CONFIG
     out = out or Path("runs") / Path(name).stem
     extra = [*(overrides or []), *([f"steps={steps}"] if steps is not None else [])]
     existing = resume and (out / CONFIG).is_file()
-    if existing and config is not None:
-        raise typer.BadParameter(f"--resume uses {out / CONFIG}; drop --config", param_hint="--config")
     try:
         cfg = load_config(str(out / CONFIG) if existing else name, extra)
+        differ = differing_keys(load_config(name, extra), cfg) if existing and config is not None else []
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if differ:
+        raise typer.BadParameter(f"{out / CONFIG} (the run being resumed) differs from --config {name} in "
+                                 f"{', '.join(differ)}; resume without --config, or use another --out",
+                                 param_hint="--config")
     hf_logging.disable_progress_bar()
     try:
         trainer = Trainer(cfg, out, resume=resume, evaluator=_train_evaluator(cfg))

@@ -114,6 +114,14 @@ class OptimConfig:
     autocast: str | None = None
     """``bfloat16``/``float16`` autocast for forward passes (GPU); weights and optimizer stay float32."""
     gradient_checkpointing: bool = False
+    importance: Literal["none", "ppo_clip", "tis"] = "none"
+    """Correct the RL term for samples drawn by another policy than the learner's (a stale buffer
+    sample, or a half-precision engine), with ρ_t = π_θ(w_t) / π_behaviour(w_t) from the engine's
+    stored log-probs: ``ppo_clip`` minimises -min(ρ_t·r_t, clip(ρ_t, 1 ± clip_eps)·r_t) (PPO's
+    surrogate), ``tis`` weights each token's term by min(ρ_t, tis_cap), held constant (truncated
+    importance sampling); ``none`` is the original's plain -r_t·log π_θ(w_t)."""
+    clip_eps: float = 0.2
+    tis_cap: float = 2.0
 
 
 @dataclass
@@ -172,8 +180,12 @@ class TrainConfig:
         bad = [k for k, v in positive.items() if v < 1]
         if bad:
             raise ConfigError(f"must be >= 1: {', '.join(bad)}")
-        if self.feedback.baseline == "group_mean" and self.rollout.samples_per_problem < 2:
-            raise ConfigError("feedback.baseline=group_mean needs rollout.samples_per_problem >= 2")
+        if self.feedback.adaptive and self.judge.stop_on_first_failure:
+            raise ConfigError("feedback.adaptive needs every test's result (its pass ratio): "
+                              "set judge.stop_on_first_failure=false or feedback.adaptive=false")
+        if self.feedback.baseline in ("rloo", "grpo") and self.rollout.samples_per_problem < 2:
+            raise ConfigError(f"feedback.baseline={self.feedback.baseline} needs "
+                              "rollout.samples_per_problem >= 2")
 
 
 # --------------------------------------------------------------------------- loading
@@ -246,6 +258,21 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
 
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+def differing_keys(a: TrainConfig, b: TrainConfig) -> list[str]:
+    """The dotted keys whose values differ between two configs (``optim.lr``, ``steps``, ...)."""
+    def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    left, right = flat(to_dict(a)), flat(to_dict(b))
+    return sorted(k for k in left.keys() | right.keys() if left.get(k) != right.get(k))
 
 
 def from_dict(data: dict[str, Any]) -> TrainConfig:

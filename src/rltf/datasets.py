@@ -76,8 +76,8 @@ def _optional_json(path: Path) -> Any:
 
 def _entry_point(test: str, code: str) -> str:
     """The function a test asserts on: the first name it calls that the solution defines."""
-    with warnings.catch_warnings():  # old reference code has invalid escapes in non-raw strings
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with warnings.catch_warnings():  # old reference code has invalid escapes in non-raw strings:
+        warnings.simplefilter("ignore")  # DeprecationWarning up to 3.11, SyntaxWarning (printed) from 3.12
         module = ast.parse(code)
     defined = {node.name for node in module.body
                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}

@@ -1,11 +1,12 @@
 """Rewards from unit-test feedback: coarse, adaptive and fine-grained per-token returns (RLTF).
 
 One pure function, :func:`token_returns`, turns a judge :class:`~rltf.judge.verdict.Verdict` into
-per-token returns ``r_t = R(W) - λ·κ·m_t - R(baseline)`` over the generated tokens of one
-completion, where
+per-token returns ``r_t = A(W) - λ·κ·m_t`` over the generated tokens of one completion, where
 
-* ``R`` is the coarse reward (compile -1, runtime -0.6, failed tests -0.3, pass +1), the adaptive
-  one (failed tests earn ``-0.3 + 1.3·pass_ratio``) or a binary one;
+* ``A(W) = (R(W) - b)·s`` is the sequence advantage: ``R`` the coarse reward (compile -1, runtime
+  -0.6, failed tests -0.3, pass +1), the adaptive one (failed tests earn ``-0.3 + 1.3·pass_ratio``)
+  or a binary one; ``b`` the baseline (:class:`FeedbackConfig.baseline`); ``s`` 1, or GRPO's
+  ``1 / std`` of the group's rewards;
 * ``m_t`` marks the tokens that the fine-grained category blames: every program token for
   ``global`` errors, the tokens of the failing line for ``line`` errors, none for ``ignore``;
 * ``κ`` is the length normaliser (see :class:`FeedbackConfig.normaliser`);
@@ -19,7 +20,12 @@ the README's "Rewards" section for the tables and the full list of deviations.
 
 from __future__ import annotations
 
+import ast
+import io
+import math
 import re
+import tokenize
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,7 +36,11 @@ from rltf.judge.verdict import Verdict
 
 Category = Literal["global", "line", "ignore"]
 Normaliser = Literal["original", "intended"]
-BaselineKind = Literal["greedy", "none", "group_mean"]
+BaselineKind = Literal["greedy", "rloo", "grpo", "none"]
+BASELINES = ("greedy", "rloo", "grpo", "none")
+STD_EPS = 1e-4
+"""Added to the group's reward std before dividing (as TRL's GRPO does): a group whose rewards are all
+equal gets advantage 0, not a division by zero."""
 Offsets = Sequence[tuple[int, int]]
 
 SYNTAX_TYPES = ("SyntaxError", "IndentationError", "TabError")
@@ -57,9 +67,10 @@ LAST_LINE_SYNTAX = (
     "expected 'except' or 'finally' block",  # 3.10+; was "invalid syntax" / "unexpected EOF"
 )
 # 3.10+ reports an unclosed bracket at the bracket's line once the parser reaches the end of the
-# program; Python <= 3.9 said "unexpected EOF while parsing" at the last line, which the original
-# always penalised globally.
+# program, whether the program was cut off inside the brackets (global, as the original's "unexpected
+# EOF while parsing") or a bracket was left open mid-program (line: see _cut_off).
 EOF_SYNTAX = "was never closed"
+CLOSERS = {"(": ")", "[": "]", "{": "}"}
 MISSING_BLOCK = re.compile(r"expected an indented block after .* on line (\d+)")
 GLOBAL_TYPES = ("RecursionError", "MemoryError")
 GLOBAL_PHASES = ("timeout", "memory", "output_limit")
@@ -105,6 +116,15 @@ class FeedbackConfig:
     a line error weighs as much in the token-mean loss as a global one. A 1-token span in a
     500-token completion then gets a return of about -150 on that token, hence not the default.
 
+    ``baseline`` is the advantage estimator, each composed with the fine-grained term per token:
+
+    * ``greedy``: R(W) - R(greedy decode of the same problem). **The paper's** (with adaptive +
+      fine-grained feedback: the defaults);
+    * ``rloo``: R(W) - the mean R of the problem's other K - 1 samples (leave-one-out);
+    * ``grpo``: R(W) - the mean R of all K samples, divided by their standard deviation when
+      ``scale_std`` (GRPO; without it, Dr. GRPO's unscaled form);
+    * ``none``: R(W) itself (plain REINFORCE).
+
     Infra errors (the judge failed, not the program) have no reward: :func:`token_returns` returns
     None for them and for baselines that contain no usable verdict; callers drop the sample.
     """
@@ -119,12 +139,16 @@ class FeedbackConfig:
     fine_weight: float = 0.3  # λ
     normaliser: Normaliser = "original"
     baseline: BaselineKind = "greedy"
+    scale_std: bool = False
+    """``grpo`` only: divide the advantage by the group's reward std (sample std, + ``STD_EPS``)."""
 
     def __post_init__(self) -> None:
         if self.normaliser not in ("original", "intended"):
             raise ValueError(f"unknown normaliser {self.normaliser!r}")
-        if self.baseline not in ("greedy", "none", "group_mean"):
-            raise ValueError(f"unknown baseline {self.baseline!r}")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"unknown baseline {self.baseline!r} (one of {', '.join(BASELINES)})")
+        if self.scale_std and self.baseline != "grpo":
+            raise ValueError("scale_std applies to baseline 'grpo' only")
         if self.fine_weight < 0:
             raise ValueError("fine_weight must be >= 0")
 
@@ -145,11 +169,12 @@ class Fault:
 
 @dataclass(frozen=True)
 class FeedbackRecord:
-    """What :func:`token_returns` applied, for logs: ``r_t = reward + fine·m_t - baseline``.
+    """What :func:`token_returns` applied, for logs: ``r_t = (reward - baseline)·scale + fine·m_t``.
 
     ``span`` is the blamed ``[start, end)`` of the completion (None when nothing is blamed) and
     ``tokens`` the indices of the marked tokens; ``fine`` is the signed per-token term (-λ·κ, or 0
-    when fine-grained feedback is off or no token is marked).
+    when fine-grained feedback is off or no token is marked); ``scale`` is 1 except for GRPO's
+    std-scaled advantage.
     """
 
     category: Category | None
@@ -159,6 +184,12 @@ class FeedbackRecord:
     reward: float
     fine: float
     baseline: float
+    scale: float = 1.0
+
+    @property
+    def advantage(self) -> float:
+        """The sequence part of every token's return."""
+        return (self.reward - self.baseline) * self.scale
 
     def to_dict(self) -> dict[str, Any]:
         return {"category": self.category, "span": list(self.span) if self.span else None,
@@ -184,29 +215,39 @@ def sequence_reward(verdict: Verdict, config: FeedbackConfig) -> float | None:
     return config.compile_error if compile_error else config.runtime_error
 
 
-def baseline_reward(baseline: float | Verdict | Sequence[Verdict] | None, config: FeedbackConfig) -> float | None:
-    """R(baseline) for ``config.baseline``; None when no usable baseline verdict exists.
+def baseline_reward(baseline: float | Verdict | Sequence[Verdict] | None,
+                    config: FeedbackConfig) -> tuple[float, float] | None:
+    """``(b, s)`` of the advantage ``(R(W) - b)·s`` for ``config.baseline``; None when no usable
+    baseline verdict exists.
 
-    ``greedy`` takes the greedy decode's verdict (or its reward), ``group_mean`` the verdicts of the
-    problem's other samples (leave-one-out, RLOO) or of all of them (GRPO-style mean), or their mean
-    reward; infra errors are left out of the mean. ``none`` takes None and gives 0. Mismatches raise,
-    because a silently missing baseline shifts every return of the sample.
+    ``greedy`` takes the greedy decode's verdict (or its reward); ``rloo`` the verdicts of the
+    problem's other samples, ``grpo`` those of all its samples, the sample itself included (or,
+    for either, their mean reward, with s = 1); infra errors are left out of means and stds.
+    ``none`` takes None and gives (0, 1). Mismatches raise, because a silently missing baseline
+    shifts every return of the sample.
     """
     kind = config.baseline
     if kind == "none":
         if baseline is not None:
             raise ValueError("baseline 'none' takes no baseline")
-        return 0.0
+        return 0.0, 1.0
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
-        return float(baseline)
+        return float(baseline), 1.0
     if kind == "greedy":
         if not isinstance(baseline, Verdict):
             raise TypeError("baseline 'greedy' needs the greedy decode's Verdict or its reward")
-        return sequence_reward(baseline, config)
+        reward = sequence_reward(baseline, config)
+        return None if reward is None else (reward, 1.0)
     if isinstance(baseline, Verdict) or not isinstance(baseline, Sequence):
-        raise TypeError("baseline 'group_mean' needs a sequence of Verdicts or their mean reward")
+        raise TypeError(f"baseline {kind!r} needs a sequence of Verdicts or their mean reward")
     rewards = [r for r in (sequence_reward(v, config) for v in baseline) if r is not None]
-    return sum(rewards) / len(rewards) if rewards else None
+    if not rewards:
+        return None
+    mean = sum(rewards) / len(rewards)
+    if not config.scale_std:
+        return mean, 1.0
+    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / (len(rewards) - 1)) if len(rewards) > 1 else 0.0
+    return mean, 1.0 / (std + STD_EPS)
 
 
 def line_bounds(text: str) -> list[tuple[int, int]]:
@@ -217,6 +258,31 @@ def line_bounds(text: str) -> list[tuple[int, int]]:
         start = brk.end()
     bounds.append((start, len(text)))
     return bounds
+
+
+def _cut_off(program: str) -> bool:
+    """True when the program parses once its open brackets are closed at the end (with a ``0`` for a
+    dangling operator): it was cut off inside them. A bracket left open mid-program is followed by
+    statements that no closing bracket makes parse."""
+    opened: list[str] = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(program).readline):
+            if token.type == tokenize.OP and token.string in CLOSERS:
+                opened.append(CLOSERS[token.string])
+            elif token.type == tokenize.OP and token.string in CLOSERS.values() and opened:
+                opened.pop()
+    except (tokenize.TokenError, SyntaxError):
+        pass  # the end of the program inside the brackets
+    closers = "".join(reversed(opened))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for tail in (closers, "0" + closers):
+            try:
+                ast.parse(program.rstrip() + tail)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                continue
+            return True
+    return False
 
 
 def _is_code(line: str) -> bool:
@@ -248,7 +314,7 @@ def classify(verdict: Verdict, program: str) -> Fault:
     if any(text in message for text in IGNORED_SYNTAX):
         return Fault("ignore")
     if EOF_SYNTAX in message:
-        return Fault("global")
+        return Fault("global") if _cut_off(program) else Fault("line", error.line)
     lines = LINE_BREAK.split(program)
     if missing := MISSING_BLOCK.search(message):
         if not any(_is_code(text) for text in lines[int(missing.group(1)):]):  # the program ends at a header
@@ -300,7 +366,7 @@ def token_returns(
     baseline: float | Verdict | Sequence[Verdict] | None,
     config: FeedbackConfig,
 ) -> tuple[torch.Tensor, FeedbackRecord] | None:
-    """Per-token returns ``r_t = R(W) - λ·κ·m_t - R(baseline)`` for one completion.
+    """Per-token returns ``r_t = (R(W) - b)·s - λ·κ·m_t`` for one completion (see :func:`baseline_reward`).
 
     ``offsets[t]`` is the ``[start, end)`` of ``completion`` that generated token ``t`` produced;
     ``span`` says which part of ``completion`` is the judged program. Returns a float32 tensor with
@@ -311,6 +377,7 @@ def token_returns(
     base = baseline_reward(baseline, config)
     if reward is None or base is None:
         return None
+    base, scale = base
     program = span.program(completion)
     fault = classify(verdict, program)
     chars: tuple[int, int] | None = None
@@ -324,7 +391,7 @@ def token_returns(
     if config.fine_grained and marked:
         kappa = len(offsets) / len(marked) if config.normaliser == "intended" else 1.0
         fine = -config.fine_weight * kappa
-    returns = torch.full((len(offsets),), reward - base, dtype=torch.float32)
+    returns = torch.full((len(offsets),), (reward - base) * scale, dtype=torch.float32)
     if fine:
         returns[marked] += fine
-    return returns, FeedbackRecord(category, chars, tuple(marked), config.reward_term, reward, fine, base)
+    return returns, FeedbackRecord(category, chars, tuple(marked), config.reward_term, reward, fine, base, scale)

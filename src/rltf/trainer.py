@@ -158,11 +158,13 @@ def load_problem_set(dataset: str, split: str | None, path: str | None, limit: i
 
 @dataclass(frozen=True)
 class TrainItem:
-    """One sequence of a micro-batch: context, target tokens and the weight of each target token."""
+    """One sequence of a micro-batch: context, target tokens, the weight of each target token and,
+    for sampled targets, the engine's log-prob of each (the behaviour policy; empty for references)."""
 
     prompt_ids: Sequence[int]
     target_ids: Sequence[int]
     weights: Sequence[float]
+    behaviour: Sequence[float] = ()
 
 
 def collate(items: Sequence[TrainItem], pad_id: int, max_len: int, encoder_decoder: bool) -> dict[str, torch.Tensor]:
@@ -172,31 +174,41 @@ def collate(items: Sequence[TrainItem], pad_id: int, max_len: int, encoder_decod
         prompts = [list(it.prompt_ids[-max_len:]) for it in items]
         targets = [list(it.target_ids[:max_len]) for it in items]
         weights = [list(it.weights[:max_len]) for it in items]
+        behaviour = [_behaviour(it)[:max_len] for it in items]
         width, depth = max(map(len, prompts)), max(map(len, targets))
         return {
             "input_ids": torch.tensor([p + [pad_id] * (width - len(p)) for p in prompts]),
             "attention_mask": torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts]),
             "labels": torch.tensor([t + [-100] * (depth - len(t)) for t in targets]),
             "weights": torch.tensor([w + [0.0] * (depth - len(w)) for w in weights]),
+            "behaviour": torch.tensor([b + [0.0] * (depth - len(b)) for b in behaviour]),
         }
-    rows, masks, weights = [], [], []
+    rows, masks, weights, behaviour = [], [], [], []
     for it in items:
         prompt = list(it.prompt_ids[-(max_len - 1):])
         target = list(it.target_ids[: max_len - len(prompt)])
         rows.append(prompt + target)
         masks.append([False] * len(prompt) + [True] * len(target))
         weights.append([0.0] * len(prompt) + list(it.weights[: len(target)]))
+        behaviour.append([0.0] * len(prompt) + _behaviour(it)[: len(target)])
     width = max(map(len, rows))
     return {
         "input_ids": torch.tensor([r + [pad_id] * (width - len(r)) for r in rows]),
         "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
         "target_mask": torch.tensor([m + [False] * (width - len(m)) for m in masks]),
         "weights": torch.tensor([w + [0.0] * (width - len(w)) for w in weights]),
+        "behaviour": torch.tensor([b + [0.0] * (width - len(b)) for b in behaviour]),
     }
 
 
-def target_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``log p(w_t | context, w_<t)`` of every target token, flattened, and the matching weights.
+def _behaviour(item: TrainItem) -> list[float]:
+    """The item's behaviour log-probs, zeros (never read) where it has none."""
+    return list(item.behaviour) if item.behaviour else [0.0] * len(item.target_ids)
+
+
+def target_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``log p(w_t | context, w_<t)`` of every target token, flattened, and the matching weights and
+    behaviour log-probs.
 
     Only the target positions go through ``log_softmax`` (the vocabulary-wide tensor is the largest
     one in the step, so prompt positions are dropped before it is formed).
@@ -214,7 +226,7 @@ def target_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.T
         mask = mask.clone()
         mask[:, 0] = False  # a target at position 0 has no context; collate never makes one
     logp = torch.log_softmax(picked.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return logp, batch["weights"][mask]
+    return logp, batch["weights"][mask], batch["behaviour"][mask]
 
 
 def weighted_nll(logp: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -225,6 +237,30 @@ def weighted_nll(logp: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     if logp.numel() == 0:
         return logp.sum()
     return -(weights * logp).mean()
+
+
+def policy_loss(logp: torch.Tensor, returns: torch.Tensor, behaviour: torch.Tensor, kind: str = "none",
+                clip_eps: float = 0.2, tis_cap: float = 2.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The RL term over a micro-batch's tokens (token mean), importance-corrected by ``kind`` (see
+    :class:`rltf.config.OptimConfig.importance`), and its diagnostics: the mean ratio ρ_t, the
+    fraction of tokens whose ratio is clipped, and KL(behaviour‖current) estimated by mean(ρ - 1 - log ρ)
+    (unbiased on tokens drawn from the behaviour policy, never negative).
+
+    Every kind has the same gradient, -r_t·∇log π_θ(w_t), where the learner is the behaviour policy (ρ = 1).
+    """
+    if kind == "none" or logp.numel() == 0:
+        return weighted_nll(logp, returns), {}
+    log_ratio = logp - behaviour
+    ratio = torch.exp(log_ratio)
+    stats = {"ratio": ratio.detach().mean(), "kl": (ratio - 1 - log_ratio).detach().mean()}
+    if kind == "ppo_clip":
+        clipped = ratio.clamp(1 - clip_eps, 1 + clip_eps)
+        stats["clipped"] = (ratio.detach() != clipped.detach()).float().mean()
+        return -torch.minimum(ratio * returns, clipped * returns).mean(), stats
+    if kind == "tis":
+        stats["clipped"] = (ratio.detach() > tis_cap).float().mean()
+        return weighted_nll(logp, ratio.detach().clamp(max=tis_cap) * returns), stats
+    raise ValueError(f"unknown importance correction {kind!r}")
 
 
 # --------------------------------------------------------------------------- the actor
@@ -312,13 +348,16 @@ class Group:
 
 def baselines(group: Group, kind: str) -> list[Any]:
     """What each sample of ``group`` is compared with (:func:`rltf.feedback.token_returns`'s ``baseline``):
-    the group's own greedy verdict, the verdicts of its other K - 1 samples (leave-one-out), or None."""
+    the group's own greedy verdict, the verdicts of its other K - 1 samples (``rloo``), of all its K
+    samples (``grpo``), or None."""
+    verdicts = [s.verdict for s in group.samples]
     if kind == "greedy":
-        return [group.greedy.verdict if group.greedy else None] * len(group.samples)
-    if kind == "group_mean":
-        verdicts = [s.verdict for s in group.samples]
+        return [group.greedy.verdict if group.greedy else None] * len(verdicts)
+    if kind == "rloo":
         return [verdicts[:j] + verdicts[j + 1:] for j in range(len(verdicts))]
-    return [None] * len(group.samples)
+    if kind == "grpo":
+        return [verdicts] * len(verdicts)
+    return [None] * len(verdicts)
 
 
 class Actor:
@@ -379,6 +418,7 @@ class Actor:
             rollout.terms.setdefault(record.reward_term, []).append(record.reward)
             rollout.terms.setdefault("fine", []).append(record.fine * len(record.tokens) / len(values))
             rollout.terms.setdefault("baseline", []).append(record.baseline)
+            rollout.terms.setdefault("advantage", []).append(record.advantage)
             rollout.token_returns.extend(values)
             rollout.samples.append(Sample(
                 group.problem.id, prompt_ids, completion.token_ids, tuple(values),
@@ -676,7 +716,7 @@ class Trainer:
             return {"logprob_gap": None}
         started = time.perf_counter()
         with torch.inference_mode():
-            learner, _, _ = self._logprobs([TrainItem(s.prompt_ids, s.completion_ids, [1.0] * len(s.completion_ids))
+            learner, _, _, _ = self._logprobs([TrainItem(s.prompt_ids, s.completion_ids, [1.0] * len(s.completion_ids))
                                             for s in fresh])
         max_len = self.config.optim.max_seq_len  # collate keeps this many tokens of each completion
         kept = [min(len(s.completion_ids), max_len - min(len(s.prompt_ids), max_len - 1)) for s in fresh]
@@ -698,18 +738,15 @@ class Trainer:
             items.append(TrainItem(prompt_ids, target, [1.0] * len(target)))
         return items
 
-    def _logprobs(self, items: Sequence[TrainItem]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """The learner's log-probs of the items' target tokens, their weights, and the tokens fed."""
+    def _logprobs(self, items: Sequence[TrainItem]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """The learner's log-probs of the items' target tokens, their weights and behaviour log-probs,
+        and the tokens fed."""
         batch = collate(items, self.policy.tokenizer.pad_token_id, self.config.optim.max_seq_len,
                         self.policy.is_encoder_decoder)
         batch = {k: v.to(self.model.device) for k, v in batch.items()}
         with self._autocast():
-            logp, weights = target_logprobs(self.model, batch)
-        return logp, weights, int(batch["attention_mask"].sum())
-
-    def _loss(self, items: Sequence[TrainItem]) -> tuple[torch.Tensor, int]:
-        logp, weights, tokens = self._logprobs(items)
-        return weighted_nll(logp, weights), tokens
+            logp, weights, behaviour = target_logprobs(self.model, batch)
+        return logp, weights, behaviour, int(batch["attention_mask"].sum())
 
     def _update(self) -> dict[str, Any]:
         """One optimizer step over ``grad_accum`` pairs of an RL micro-batch and an SL micro-batch."""
@@ -718,19 +755,28 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         rl, sl, staleness, tokens = [], [], [], 0
+        diagnostics: dict[str, list[float]] = {}
         for _ in range(opt.grad_accum):
             if opt.rl_weight:
                 samples = self.buffer.sample(opt.micro_batch)
+                if opt.importance != "none" and any(not s.logprobs for s in samples):
+                    raise ValueError(f"optim.importance={opt.importance} needs the engine's log-probs on every "
+                                     "buffer sample")
                 if samples:
-                    loss, n = self._loss([TrainItem(s.prompt_ids, s.completion_ids, s.returns) for s in samples])
+                    logp, returns, behaviour, n = self._logprobs(
+                        [TrainItem(s.prompt_ids, s.completion_ids, s.returns, s.logprobs) for s in samples])
+                    loss, stats = policy_loss(logp, returns, behaviour, opt.importance, opt.clip_eps, opt.tis_cap)
                     (opt.rl_weight * loss / opt.grad_accum).backward()
                     rl.append(loss.item())
+                    for key, value in stats.items():
+                        diagnostics.setdefault(key, []).append(value.item())
                     tokens += n
                     staleness.extend(self.step - s.policy_version for s in samples)
             if opt.sl_weight:
                 items = self._sl_items(opt.micro_batch)
                 if items:
-                    loss, n = self._loss(items)
+                    logp, weights, _, n = self._logprobs(items)
+                    loss = weighted_nll(logp, weights)
                     (opt.sl_weight * loss / opt.grad_accum).backward()
                     sl.append(loss.item())
                     tokens += n
@@ -745,6 +791,9 @@ class Trainer:
         return {"loss": opt.rl_weight * (loss_rl or 0.0) + opt.sl_weight * (loss_sl or 0.0),
                 "loss_rl": loss_rl, "loss_sl": loss_sl, "lr": lr, "grad_norm": grad_norm,
                 "staleness_mean": _mean(staleness), "train_tokens": tokens,
+                "importance_ratio_mean": _mean(diagnostics.get("ratio", [])),
+                "importance_clip_frac": _mean(diagnostics.get("clipped", [])),
+                "kl_behaviour_current": _mean(diagnostics.get("kl", [])),
                 "time_train_s": elapsed, "tokens_per_s_train": tokens / elapsed if elapsed else None}
 
     def _maybe_eval(self, engine: Engine, judge: JudgeService, writer: Any, progress: Any) -> None:

@@ -3,6 +3,10 @@
 It shares the policy's in-memory model, so it always serves the current weights and a sync costs
 nothing. Per-token log-probs come from the raw logits of each step (a logits processor sees them
 before temperature and top-p are applied), so no second forward pass is needed.
+
+Sampling is exactly ``SamplingParams``: transformers fills every generation setting a call leaves
+unset from the model's own ``generation_config`` (a checkpoint may ship ``repetition_penalty``,
+``top_k``, ``no_repeat_ngram_size``, ...), so the model's is swapped for a neutral one during the call.
 """
 
 from __future__ import annotations
@@ -91,6 +95,7 @@ class HFEngine:
         """Deterministic given ``params.seed`` and the same prompts (the seed is set once, then the
         batches run in order)."""
         import torch
+        from transformers import GenerationConfig
 
         if params.seed is not None:
             torch.manual_seed(params.seed)
@@ -98,8 +103,9 @@ class HFEngine:
         started, new_tokens = time.perf_counter(), 0
         completions: list[list[Completion]] = [[] for _ in prompts]
         model = self.policy.model
-        was_training = model.training
+        was_training, shipped = model.training, model.generation_config
         model.eval()
+        model.generation_config = GenerationConfig(decoder_start_token_id=shipped.decoder_start_token_id)
         try:
             for batch in length_batches(self.policy.prompt_lengths(prompts), draws, self.batch_size):
                 for i, samples in zip(batch, self._batch([prompts[i] for i in batch], batch, draws, params,
@@ -108,6 +114,7 @@ class HFEngine:
                     completions[i] = samples * params.n if params.greedy else samples
         finally:
             model.train(was_training)
+            model.generation_config = shipped
         return Generation(completions, time.perf_counter() - started, new_tokens)
 
     def _batch(self, prompts: list[Prompt], indices: list[int], draws: int, params: SamplingParams,
@@ -127,7 +134,6 @@ class HFEngine:
             num_return_sequences=draws,
             pad_token_id=policy.tokenizer.pad_token_id,
             eos_token_id=sorted(eos),
-            decoder_start_token_id=policy.model.generation_config.decoder_start_token_id,
         )
         rows = [Row(p, TextStream(policy.tokenizer)) for p in prompts for _ in range(draws)]
         version = self.policy_version
