@@ -28,7 +28,7 @@ import tokenize
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -37,7 +37,7 @@ from rltf.judge.verdict import Verdict
 Category = Literal["global", "line", "ignore"]
 Normaliser = Literal["original", "intended"]
 BaselineKind = Literal["greedy", "rloo", "grpo", "none"]
-BASELINES = ("greedy", "rloo", "grpo", "none")
+BASELINES = get_args(BaselineKind)
 STD_EPS = 1e-4
 """Added to the group's reward std before dividing (as TRL's GRPO does): a group whose rewards are all
 equal gets advantage 0, not a division by zero."""
@@ -374,10 +374,10 @@ def token_returns(
     error (the sample must be dropped, not penalised).
     """
     reward = sequence_reward(verdict, config)
-    base = baseline_reward(baseline, config)
-    if reward is None or base is None:
+    found = baseline_reward(baseline, config)
+    if reward is None or found is None:
         return None
-    base, scale = base
+    base, scale = found
     program = span.program(completion)
     fault = classify(verdict, program)
     chars: tuple[int, int] | None = None
