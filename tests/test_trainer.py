@@ -15,8 +15,10 @@ from rltf.trainer import (
     Trainer,
     TrainItem,
     collate,
+    kept_target_tokens,
     policy_loss,
     read_metrics,
+    sequence_factors,
     target_logprobs,
     weighted_nll,
 )
@@ -93,6 +95,39 @@ def test_importance_ratio_and_clipping_by_hand() -> None:
         assert grad.tolist() == pytest.approx((-returns / 3).tolist())
     with pytest.raises(ValueError):
         policy_loss(logp, returns, behaviour, "ppo")
+
+
+@pytest.mark.parametrize("kind", ["none", "ppo_clip", "tis"])
+def test_loss_aggregations_by_hand(kind: str) -> None:
+    # two micro-batches (grad_accum 2) of sequences with 1 + 3 and 2 tokens: per-token terms l_t
+    torch.manual_seed(0)
+    lengths = [[1, 3], [2]]
+    logps = [torch.randn(sum(k), requires_grad=True) for k in lengths]
+    behaviours = [lp.detach() + 0.1 * torch.randn(lp.shape) for lp in logps]
+    returns = [torch.randn(lp.shape) for lp in logps]
+
+    def terms(i: int) -> torch.Tensor:  # the per-token terms, as policy_loss's mean sees them
+        return torch.stack([policy_loss(logps[i][t:t + 1], returns[i][t:t + 1], behaviours[i][t:t + 1], kind)[0]
+                            for t in range(sum(lengths[i]))])
+
+    def aggregated(how: str) -> float:
+        total = 0.0
+        for i, kept in enumerate(lengths):
+            factors = sequence_factors(kept, how, step_tokens=6, grad_accum=2)
+            scaled = returns[i] * torch.tensor([c for c, k in zip(factors, kept) for _ in range(k)])
+            total += policy_loss(logps[i], scaled, behaviours[i], kind)[0].item() / 2
+        return total
+
+    l0, l1 = terms(0), terms(1)
+    assert aggregated("token_mean") == pytest.approx((l0.mean().item() + l1.mean().item()) / 2, abs=1e-6)
+    seq0 = (l0[:1].mean() + l0[1:].mean()).item() / 2
+    assert aggregated("seq_mean") == pytest.approx((seq0 + l1.mean().item()) / 2, abs=1e-6)
+    assert aggregated("global_token_mean") == pytest.approx((l0.sum() + l1.sum()).item() / 6, abs=1e-6)
+    with pytest.raises(ValueError):
+        sequence_factors([1], "median", 1, 1)
+    assert kept_target_tokens(prompt_len=10, target_len=8, max_len=16, encoder_decoder=False) == 6
+    assert kept_target_tokens(prompt_len=20, target_len=8, max_len=16, encoder_decoder=False) == 1
+    assert kept_target_tokens(prompt_len=20, target_len=30, max_len=16, encoder_decoder=True) == 16
 
 
 def test_collate_truncates_targets_and_pads_encoder_decoder() -> None:
@@ -201,7 +236,7 @@ def test_lost_metrics_line_comes_back_from_the_checkpoint(full_run: Path, tmp_pa
 def test_offline_rloo_ppo_with_lora_checkpoints_adapter_and_merged_model(tmp_path: Path) -> None:
     config = _config("steps=2", "rollout.online=false", "data.limit=2", "feedback.baseline=rloo",
                      "model.lora.enabled=true", "model.lora.target_modules=[q_proj, v_proj]", "optim.sl_weight=0",
-                     "optim.importance=ppo_clip")
+                     "optim.importance=ppo_clip", "optim.loss_aggregation=global_token_mean", "optim.grad_accum=2")
     trainer = Trainer(config, tmp_path, show_progress=False)
     assert trainer.run(stop_at=1) == 1
     records = read_metrics(tmp_path)

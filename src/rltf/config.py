@@ -122,6 +122,10 @@ class OptimConfig:
     importance sampling); ``none`` is the original's plain -r_t·log π_θ(w_t)."""
     clip_eps: float = 0.2
     tis_cap: float = 2.0
+    loss_aggregation: Literal["token_mean", "seq_mean", "global_token_mean"] = "token_mean"
+    """How the RL term averages its token terms: over the tokens of each micro-batch (the original's;
+    long completions weigh more), over each micro-batch's sequences (each sequence's token mean), or
+    over all the step's RL tokens (independent of how they are split into micro-batches)."""
 
 
 @dataclass

@@ -201,6 +201,30 @@ def collate(items: Sequence[TrainItem], pad_id: int, max_len: int, encoder_decod
     }
 
 
+def kept_target_tokens(prompt_len: int, target_len: int, max_len: int, encoder_decoder: bool) -> int:
+    """How many of a sequence's target tokens :func:`collate` keeps within ``max_len``."""
+    if encoder_decoder:
+        return min(target_len, max_len)
+    return max(0, min(target_len, max_len - min(prompt_len, max_len - 1)))
+
+
+def sequence_factors(kept: Sequence[int], how: str, step_tokens: int, grad_accum: int) -> list[float]:
+    """A positive factor per sequence of a micro-batch that turns the micro-batch token mean of the RL
+    term (divided by ``grad_accum``) into the ``how`` aggregation (:class:`rltf.config.OptimConfig`).
+
+    Scaling a sequence's returns by c > 0 scales each of its token terms by c under every importance
+    correction (each is positively homogeneous in r_t), so the aggregation needs no second loss path.
+    """
+    tokens = sum(kept)
+    if how == "token_mean" or not tokens:
+        return [1.0] * len(kept)
+    if how == "seq_mean":
+        return [tokens / (len(kept) * k) if k else 0.0 for k in kept]
+    if how == "global_token_mean":
+        return [tokens * grad_accum / step_tokens] * len(kept)
+    raise ValueError(f"unknown loss aggregation {how!r}")
+
+
 def _behaviour(item: TrainItem) -> list[float]:
     """The item's behaviour log-probs, zeros (never read) where it has none."""
     return list(item.behaviour) if item.behaviour else [0.0] * len(item.target_ids)
@@ -718,8 +742,7 @@ class Trainer:
         with torch.inference_mode():
             learner, _, _, _ = self._logprobs([TrainItem(s.prompt_ids, s.completion_ids, [1.0] * len(s.completion_ids))
                                             for s in fresh])
-        max_len = self.config.optim.max_seq_len  # collate keeps this many tokens of each completion
-        kept = [min(len(s.completion_ids), max_len - min(len(s.prompt_ids), max_len - 1)) for s in fresh]
+        kept = [self._kept(s) for s in fresh]
         engine = torch.tensor([lp for s, k in zip(fresh, kept) for lp in s.logprobs[:k]])
         gap = (engine - learner.float().cpu()).abs()
         return {"logprob_gap": float(gap.mean()), "logprob_gap_max": float(gap.max()),
@@ -748,6 +771,10 @@ class Trainer:
             logp, weights, behaviour = target_logprobs(self.model, batch)
         return logp, weights, behaviour, int(batch["attention_mask"].sum())
 
+    def _kept(self, sample: Sample) -> int:
+        return kept_target_tokens(len(sample.prompt_ids), len(sample.completion_ids), self.config.optim.max_seq_len,
+                                  self.policy.is_encoder_decoder)
+
     def _update(self) -> dict[str, Any]:
         """One optimizer step over ``grad_accum`` pairs of an RL micro-batch and an SL micro-batch."""
         opt = self.config.optim
@@ -756,22 +783,26 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         rl, sl, staleness, tokens = [], [], [], 0
         diagnostics: dict[str, list[float]] = {}
-        for _ in range(opt.grad_accum):
-            if opt.rl_weight:
-                samples = self.buffer.sample(opt.micro_batch)
+        # every RL micro-batch is drawn first: the global token mean needs the step's token count
+        drawn = [self.buffer.sample(opt.micro_batch) if opt.rl_weight else [] for _ in range(opt.grad_accum)]
+        step_tokens = sum(self._kept(s) for samples in drawn for s in samples)
+        for samples in drawn:
+            if samples:
                 if opt.importance != "none" and any(not s.logprobs for s in samples):
                     raise ValueError(f"optim.importance={opt.importance} needs the engine's log-probs on every "
                                      "buffer sample")
-                if samples:
-                    logp, returns, behaviour, n = self._logprobs(
-                        [TrainItem(s.prompt_ids, s.completion_ids, s.returns, s.logprobs) for s in samples])
-                    loss, stats = policy_loss(logp, returns, behaviour, opt.importance, opt.clip_eps, opt.tis_cap)
-                    (opt.rl_weight * loss / opt.grad_accum).backward()
-                    rl.append(loss.item())
-                    for key, value in stats.items():
-                        diagnostics.setdefault(key, []).append(value.item())
-                    tokens += n
-                    staleness.extend(self.step - s.policy_version for s in samples)
+                factors = sequence_factors([self._kept(s) for s in samples], opt.loss_aggregation, step_tokens,
+                                           opt.grad_accum)
+                logp, returns, behaviour, n = self._logprobs(
+                    [TrainItem(s.prompt_ids, s.completion_ids, [c * r for r in s.returns], s.logprobs)
+                     for s, c in zip(samples, factors)])
+                loss, stats = policy_loss(logp, returns, behaviour, opt.importance, opt.clip_eps, opt.tis_cap)
+                (opt.rl_weight * loss / opt.grad_accum).backward()
+                rl.append(loss.item())
+                for key, value in stats.items():
+                    diagnostics.setdefault(key, []).append(value.item())
+                tokens += n
+                staleness.extend(self.step - s.policy_version for s in samples)
             if opt.sl_weight:
                 items = self._sl_items(opt.micro_batch)
                 if items:
