@@ -73,6 +73,26 @@ def test_persistence_round_trip_continues_the_same_draws(tmp_path: Path) -> None
     assert list(loaded.samples) == list(buffer.samples) and loaded.pending == buffer.pending
     assert [s.problem_id for s in loaded.sample(3)] == [s.problem_id for s in buffer.sample(3)]
     assert loaded.refresh(4) == buffer.refresh(4) and list(loaded.samples) == list(buffer.samples)
+    assert loaded.usage() == buffer.usage() and list(loaded.uses) == list(buffer.uses)
+
+
+def test_sample_use_accounting() -> None:
+    buffer = OnlineBuffer(capacity=4, seed=3)
+    assert buffer.usage() == {"samples_trained_frac": None, "samples_dropped_unused": 0, "sample_uses_mean": None}
+    buffer.stage([sample(i) for i in range(6)])
+    buffer.refresh(0)  # 6 staged into 4 slots: the 2 oldest leave unused
+    assert buffer.usage() == {"samples_trained_frac": 0.0, "samples_dropped_unused": 2, "sample_uses_mean": 0.0}
+    first = {s.problem_id for s in buffer.sample(2)}
+    second = {s.problem_id for s in buffer.sample(2)}
+    drawn = first | second
+    assert dict(zip(ids(buffer), buffer.uses)) == {p: (p in first) + (p in second) for p in ids(buffer)}
+    assert buffer.usage() == {"samples_trained_frac": len(drawn) / 6, "samples_dropped_unused": 2,
+                              "sample_uses_mean": 1.0}
+    buffer.stage([sample(10)])  # pending: staged, not yet trainable
+    buffer.stage([sample(11), sample(12), sample(13)])
+    buffer.refresh(1)  # the 4 drawn-or-not old ones leave; those never drawn count as unused
+    assert buffer.usage()["samples_dropped_unused"] == 2 + (4 - len(drawn))
+    assert buffer.usage()["samples_trained_frac"] == len(drawn) / 10
 
 
 def test_sample_checks_lengths() -> None:

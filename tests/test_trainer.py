@@ -25,7 +25,8 @@ from rltf.trainer import (
 
 REQUIRED = {"step", "loss", "loss_rl", "loss_sl", "reward_mean", "reward_adaptive", "reward_fine", "reward_baseline",
             "sample_pass_rate", "time_gen_s", "time_judge_s", "time_train_s", "tokens_per_s_gen",
-            "tokens_per_s_train", "verdicts", "buffer_size", "lr", "grad_norm"}
+            "tokens_per_s_train", "verdicts", "buffer_size", "lr", "grad_norm", "samples_trained_frac",
+            "samples_dropped_unused", "staleness_max"}
 
 
 class FixedLogits(torch.nn.Module):

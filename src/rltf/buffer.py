@@ -12,6 +12,10 @@ faults of the original ``MemoryPool`` (see the method reference, §3):
 
 Samples wait in ``pending`` until :meth:`OnlineBuffer.refresh`; the buffer, the pending samples and
 the sampling RNG all go into checkpoints, so a resumed run draws the same batches.
+
+The buffer counts how often each sample is drawn, so that runs report how much of what they
+generate they learn from (:meth:`OnlineBuffer.usage`): with uniform draws from a large pool, many
+samples leave the FIFO without ever being trained on.
 """
 
 from __future__ import annotations
@@ -72,7 +76,10 @@ class OnlineBuffer:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
         self.samples: deque[Sample] = deque()
+        self.uses: deque[int] = deque()  # times each of ``samples`` was drawn
         self.pending: list[Sample] = []
+        self.staged = 0  # samples ever staged
+        self.dropped_unused = 0  # samples that left the FIFO without being drawn
         self._rng = random.Random(seed)
 
     def __len__(self) -> int:
@@ -80,7 +87,9 @@ class OnlineBuffer:
 
     def stage(self, samples: Iterable[Sample]) -> None:
         """Hold new samples until the next refresh (the actors' output between two learner updates)."""
+        before = len(self.pending)
         self.pending.extend(samples)
+        self.staged += len(self.pending) - before
 
     def refresh(self, step: int) -> tuple[int, int]:
         """Move pending samples in, stamped with ``step``; drop the oldest beyond capacity.
@@ -89,10 +98,12 @@ class OnlineBuffer:
         """
         added = len(self.pending)
         self.samples.extend(replace(s, step_added=step) for s in self.pending)
+        self.uses.extend([0] * added)
         self.pending = []
         dropped = max(0, len(self.samples) - self.capacity)
         for _ in range(dropped):
             self.samples.popleft()
+            self.dropped_unused += self.uses.popleft() == 0
         return added, dropped
 
     def sample(self, n: int) -> list[Sample]:
@@ -100,16 +111,32 @@ class OnlineBuffer:
         if not self.samples:
             return []
         indices = self._rng.sample(range(len(self.samples)), min(n, len(self.samples)))
+        for i in indices:
+            self.uses[i] += 1
         return [self.samples[i] for i in indices]
+
+    def usage(self) -> dict[str, Any]:
+        """``samples_trained_frac``: the share of all staged samples drawn at least once so far;
+        ``samples_dropped_unused``: how many left the FIFO without being drawn; ``sample_uses_mean``
+        over the samples now in the buffer."""
+        trained = self.staged - len(self.pending) - self.dropped_unused - sum(u == 0 for u in self.uses)
+        return {"samples_trained_frac": trained / self.staged if self.staged else None,
+                "samples_dropped_unused": self.dropped_unused,
+                "sample_uses_mean": sum(self.uses) / len(self.uses) if self.uses else None}
 
     def state_dict(self) -> dict[str, Any]:
         return {"capacity": self.capacity, "rng": self._rng.getstate(),
-                "samples": [s.to_state() for s in self.samples], "pending": [s.to_state() for s in self.pending]}
+                "samples": [s.to_state() for s in self.samples], "pending": [s.to_state() for s in self.pending],
+                "uses": list(self.uses), "staged": self.staged, "dropped_unused": self.dropped_unused}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.capacity = state["capacity"]
         self.samples = deque(Sample.from_state(s) for s in state["samples"])
         self.pending = [Sample.from_state(s) for s in state["pending"]]
+        # checkpoints from before use counting: their samples count as drawn once (unknown, not unused)
+        self.uses = deque(state.get("uses", [1] * len(self.samples)))
+        self.staged = state.get("staged", len(self.samples) + len(self.pending))
+        self.dropped_unused = state.get("dropped_unused", 0)
         version, internal, gauss = state["rng"]
         self._rng.setstate((version, tuple(internal), gauss))
 

@@ -719,6 +719,7 @@ class Trainer:
         record.update({"buffer_size": len(self.buffer), "buffer_pending": len(self.buffer.pending),
                        "buffer_added": added, "buffer_dropped": dropped})
         record.update(self._update())
+        record.update(self.buffer.usage())
         self.step += 1
         engine = actor.engine
         due = engine.shares_weights or self.step % self.config.engine.sync_every == 0
@@ -821,7 +822,8 @@ class Trainer:
         loss_rl, loss_sl = _mean(rl), _mean(sl)
         return {"loss": opt.rl_weight * (loss_rl or 0.0) + opt.sl_weight * (loss_sl or 0.0),
                 "loss_rl": loss_rl, "loss_sl": loss_sl, "lr": lr, "grad_norm": grad_norm,
-                "staleness_mean": _mean(staleness), "train_tokens": tokens,
+                "staleness_mean": _mean(staleness), "staleness_max": max(staleness, default=None),
+                "train_tokens": tokens,
                 "importance_ratio_mean": _mean(diagnostics.get("ratio", [])),
                 "importance_clip_frac": _mean(diagnostics.get("clipped", [])),
                 "kl_behaviour_current": _mean(diagnostics.get("kl", [])),
