@@ -172,7 +172,7 @@ def collate(items: Sequence[TrainItem], pad_id: int, max_len: int, encoder_decod
     positions of target tokens); encoder-decoders see the prompt and take the target as labels."""
     if encoder_decoder:
         prompts = [list(it.prompt_ids[-max_len:]) for it in items]
-        targets = [list(it.target_ids[:max_len]) for it in items]
+        targets = [list(it.target_ids[:kept_target_tokens(0, len(it.target_ids), max_len, True)]) for it in items]
         weights = [list(it.weights[:max_len]) for it in items]
         behaviour = [_behaviour(it)[:max_len] for it in items]
         width, depth = max(map(len, prompts)), max(map(len, targets))
@@ -186,7 +186,7 @@ def collate(items: Sequence[TrainItem], pad_id: int, max_len: int, encoder_decod
     rows, masks, weights, behaviour = [], [], [], []
     for it in items:
         prompt = list(it.prompt_ids[-(max_len - 1):])
-        target = list(it.target_ids[: max_len - len(prompt)])
+        target = list(it.target_ids[: kept_target_tokens(len(it.prompt_ids), len(it.target_ids), max_len, False)])
         rows.append(prompt + target)
         masks.append([False] * len(prompt) + [True] * len(target))
         weights.append([0.0] * len(prompt) + list(it.weights[: len(target)]))
@@ -202,7 +202,8 @@ def collate(items: Sequence[TrainItem], pad_id: int, max_len: int, encoder_decod
 
 
 def kept_target_tokens(prompt_len: int, target_len: int, max_len: int, encoder_decoder: bool) -> int:
-    """How many of a sequence's target tokens :func:`collate` keeps within ``max_len``."""
+    """How many of a sequence's target tokens :func:`collate` keeps within ``max_len`` (a causal LM
+    keeps the last ``max_len - 1`` prompt tokens and fills the rest with target)."""
     if encoder_decoder:
         return min(target_len, max_len)
     return max(0, min(target_len, max_len - min(prompt_len, max_len - 1)))
@@ -786,14 +787,14 @@ class Trainer:
         diagnostics: dict[str, list[float]] = {}
         # every RL micro-batch is drawn first: the global token mean needs the step's token count
         drawn = [self.buffer.sample(opt.micro_batch) if opt.rl_weight else [] for _ in range(opt.grad_accum)]
-        step_tokens = sum(self._kept(s) for samples in drawn for s in samples)
-        for samples in drawn:
+        kept = [[self._kept(s) for s in samples] for samples in drawn]
+        step_tokens = sum(map(sum, kept))
+        for samples, lengths in zip(drawn, kept):
             if samples:
                 if opt.importance != "none" and any(not s.logprobs for s in samples):
                     raise ValueError(f"optim.importance={opt.importance} needs the engine's log-probs on every "
                                      "buffer sample")
-                factors = sequence_factors([self._kept(s) for s in samples], opt.loss_aggregation, step_tokens,
-                                           opt.grad_accum)
+                factors = sequence_factors(lengths, opt.loss_aggregation, step_tokens, opt.grad_accum)
                 logp, returns, behaviour, n = self._logprobs(
                     [TrainItem(s.prompt_ids, s.completion_ids, [c * r for r in s.returns], s.logprobs)
                      for s, c in zip(samples, factors)])
