@@ -100,3 +100,55 @@ def test_sample_checks_lengths() -> None:
         Sample("p", (1,), (1, 2), (0.0,), {}, 0.0, 0)
     with pytest.raises(ValueError):
         OnlineBuffer(capacity=0)
+
+
+def test_refresh_mode_draws_each_sample_once_per_pass_and_replaces_on_refresh() -> None:
+    buffer = OnlineBuffer(capacity=100, seed=5, mode="refresh")
+    buffer.stage([sample(i) for i in range(10)])
+    buffer.refresh(0)
+    first = [s.problem_id for _ in range(2) for s in buffer.sample(4)] + [s.problem_id for s in buffer.sample(2)]
+    assert sorted(first) == sorted(f"p{i}" for i in range(10))  # one pass: every sample exactly once
+    assert list(buffer.uses) == [1] * 10
+    straddle = [s.problem_id for s in buffer.sample(4)]
+    assert len(set(straddle)) == 4  # a new pass; a micro-batch never repeats a sample
+    for _ in range(4):
+        buffer.sample(4)
+    assert list(buffer.uses) == [3] * 10  # 30 draws over 10 samples: three whole passes
+    buffer.stage([sample(20), sample(21)])
+    assert buffer.refresh(1) == (2, 10)  # the new refresh replaces the old samples
+    assert ids(buffer) == ["p20", "p21"]
+    assert buffer.refresh(2) == (0, 0) and ids(buffer) == ["p20", "p21"]  # nothing new: keep training on these
+    assert buffer.usage()["samples_dropped_unused"] == 0
+
+
+def test_refresh_mode_counts_samples_it_never_reached() -> None:
+    buffer = OnlineBuffer(capacity=100, seed=1, mode="refresh")
+    buffer.stage([sample(i) for i in range(8)])
+    buffer.refresh(0)
+    buffer.sample(3)
+    buffer.stage([sample(9)])
+    buffer.refresh(1)
+    assert buffer.usage()["samples_dropped_unused"] == 5
+    assert buffer.usage()["samples_trained_frac"] == 3 / 9
+
+
+def test_prune_drops_samples_beyond_the_staleness_bound() -> None:
+    buffer = OnlineBuffer(capacity=100, seed=2)
+    buffer.stage([sample(i, version=i) for i in range(6)])
+    buffer.refresh(6)
+    assert buffer.prune(step=6, max_staleness=None) == 0
+    assert buffer.prune(step=6, max_staleness=2) == 4  # versions 0-3 are 6 to 3 steps old
+    assert ids(buffer) == ["p4", "p5"] and list(buffer.uses) == [0, 0]
+    assert buffer.usage()["samples_dropped_unused"] == 4
+    assert {s.policy_version for s in buffer.sample(10)} == {4, 5}
+
+
+def test_refresh_mode_state_round_trip_continues_the_pass(tmp_path: Path) -> None:
+    buffer = OnlineBuffer(capacity=100, seed=4, mode="refresh")
+    buffer.stage([sample(i) for i in range(7)])
+    buffer.refresh(0)
+    buffer.sample(3)
+    buffer.save(tmp_path / "buffer.pt")
+    loaded = OnlineBuffer.load(tmp_path / "buffer.pt")
+    assert loaded.mode == "refresh" and loaded.order == buffer.order
+    assert [s.problem_id for s in loaded.sample(5)] == [s.problem_id for s in buffer.sample(5)]

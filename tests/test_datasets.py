@@ -26,7 +26,7 @@ from rltf.datasets import (
 from rltf.problems import Problem, ProblemFormatError
 
 COUNTS = {"mbpp": 974, "mbpp-sanitized": 427, "mbpp-plus": 399, "humaneval": 164, "apps-sample5": 5,
-          "apps-selected150": 128}
+          "apps-selected150": 128, "synthetic": 66}
 
 
 def run_reference(problem: Problem, cases: list[str] | None = None) -> None:
@@ -50,7 +50,7 @@ def test_vendored_counts_and_ids(name):
 
 def test_registry():
     assert [info.name for info in list_datasets()] == ["mbpp", "mbpp-sanitized", "mbpp-plus", "humaneval", "apps",
-                                                       "apps-sample5", "apps-selected150"]
+                                                       "apps-sample5", "apps-selected150", "synthetic"]
     assert DATASETS["apps"].needs_path and DATASETS["apps"].splits == {"train": 5000, "test": 5000}
     assert len(load_dataset("humaneval", limit=3)) == 3
     assert load_dataset("mbpp-plus", split="test") == load_dataset("mbpp-plus", split="all")
@@ -91,7 +91,7 @@ def test_mbpp_records():
     assert sanitized["mbpp-sanitized/164"].entry_point == "are_equivalent"  # renamed from areEquivalent
 
 
-@pytest.mark.parametrize("name", ["mbpp", "mbpp-sanitized", "humaneval"])
+@pytest.mark.parametrize("name", ["mbpp", "mbpp-sanitized", "humaneval", "synthetic"])
 def test_reference_solutions_pass(name):
     for problem in load_dataset(name):
         run_reference(problem)

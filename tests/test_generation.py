@@ -296,3 +296,20 @@ def test_hf_sampling_ignores_the_models_own_generation_config(tiny: Policy) -> N
         assert tiny.model.generation_config.repetition_penalty == 50.0  # put back after the call
     finally:
         tiny.model.generation_config = shipped
+
+
+def test_prompts_are_cut_once_for_every_engine_and_the_learner(tiny: Policy) -> None:
+    """A long prompt is sampled under the context it is trained under: the policy keeps its last
+    ``max_prompt_tokens`` tokens wherever it is encoded (ids for fast engines, tensors for hf)."""
+    prompt = tiny.prompt(mbpp())
+    full = tiny.prompt_ids([prompt])[0]
+    tiny.max_prompt_tokens = len(full) - 5
+    try:
+        cut = tiny.prompt_ids([prompt])[0]
+        assert cut == full[5:]
+        assert tiny.encode([prompt]).input_ids[0].tolist() == cut
+        assert tiny.prompt_lengths([prompt]) == [len(full) - 5]
+        assert tiny.tokenizer.truncation_side == "right"  # the setting is restored
+    finally:
+        tiny.max_prompt_tokens = None
+    assert tiny.prompt_ids([prompt])[0] == full

@@ -93,3 +93,32 @@ def test_train_resume_and_report_commands(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "plot_eval.png" in result.output and "eval step 2" in result.output
     assert (out / "plot_rewards.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_sampled_eval_settings() -> None:
+    assert load_config(None, ["eval.samples=8", "eval.temperature=0.6"]).eval.samples == 8
+    with pytest.raises(ConfigError, match="must be 1 for greedy"):
+        load_config(None, ["eval.samples=8"])
+    assert load_config("learning-test").optim.sl_weight == 0.0  # the learning test is RL only
+    with pytest.raises(ConfigError, match="max_staleness"):
+        load_config(None, ["buffer.max_staleness=-1"])
+
+
+def test_sft_then_rl_from_its_checkpoint(tmp_path: Path) -> None:
+    """The warm start: ``rltf sft`` trains on references alone (nothing sampled), and an RL run
+    starts from its checkpoint's plain model directory."""
+    runner = CliRunner(env={"COLUMNS": "400"})
+    sft_dir, rl_dir = tmp_path / "sft", tmp_path / "rl"
+    result = runner.invoke(app, ["sft", "--config", "tiny-smoke", "--out", str(sft_dir), "--steps", "2",
+                                 "eval.at_end=false"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (sft_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(r["gen_tokens"] == 0 and r["loss_rl"] is None and r["loss_sl"] > 0 for r in records)
+    model = sft_dir / "checkpoints" / "step-000002" / "model"
+    result = runner.invoke(app, ["train", "--config", "tiny-smoke", "--out", str(rl_dir), "--steps", "1",
+                                 "eval.at_end=false", "model.random_init=null", f"model.name={model}"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((rl_dir / "metrics.jsonl").read_text())["gen_tokens"] > 0
+    with pytest.raises(ConfigError, match="samples nothing for the RL term"):
+        load_config(None, ["rollout.enabled=false"])

@@ -318,3 +318,42 @@ def test_judge_service_streams_and_a_timeout_holds_only_its_own_server() -> None
         assert slow.result().error.phase == "timeout"
         assert time.perf_counter() - started < 1.5 + 2.0  # its own limit plus sandbox overhead
         assert [v.status for v in judge.run_many([(problem, "def f():\n    return 2\n")] * 2)] == ["fail", "fail"]
+
+
+def test_groups_without_signal_are_counted_and_dropped_under_dynamic_sampling() -> None:
+    from rltf.feedback import ProgramSpan
+    from rltf.generation import Completion
+    from rltf.judge.verdict import Verdict
+    from rltf.problems import Problem
+    from rltf.trainer import Actor, Group, Judged, Rollout
+
+    def judged(status: str, passed: int) -> Judged:
+        return Judged(Completion("x", (1,), ((0, 1),), (-0.1,), "eos"), ProgramSpan("", 0, 1),
+                      Verdict(status=status, passed=passed, total=2))
+
+    problem = Problem(id="p", source="mbpp", prompt="", tests={"kind": "assert", "cases": []})
+    all_pass = Group(problem, None, [judged("pass", 2)] * 3)
+    same_fail = Group(problem, None, [judged("fail", 1)] * 3)  # one adaptive reward: advantages all zero
+    mixed = Group(problem, None, [judged("pass", 2), judged("fail", 1), judged("fail", 0)])
+    for dynamic, kept in [(False, 9), (True, 3)]:
+        config = load_config(None, ["feedback.baseline=grpo", f"rollout.dynamic_sampling={str(dynamic).lower()}"])
+        actor = Actor(None, None, config, lambda p: (None, (5, 6)), None)  # _score uses only config and prompts
+        rollout = Rollout()
+        for group in (all_pass, same_fail, mixed):
+            actor._score(group, rollout, step=0)
+        assert rollout.groups == 3 and rollout.groups_without_signal == 2
+        assert len(rollout.samples) == kept and rollout.programs == 9  # the verdict mix still counts them all
+        assert any(r for s in rollout.samples[-3:] for r in s.returns)
+
+
+def test_dynamic_sampling_draws_more_problems_up_to_max_rollouts(tmp_path: Path) -> None:
+    # A random model writes no passing program and, with coarse rewards only, every group of it has one
+    # reward: no group carries signal, so the step makes all its max_rollouts calls and keeps nothing.
+    config = _config("steps=1", "feedback.baseline=grpo", "feedback.fine_grained=false", "feedback.adaptive=false",
+                     "rollout.dynamic_sampling=true", "rollout.max_rollouts=3", "eval.at_end=false")
+    trainer = Trainer(config, tmp_path, show_progress=False)
+    assert trainer.run() == 1
+    record = read_metrics(tmp_path)[0]
+    assert record["groups"] == 6 and record["groups_without_signal"] == 6, record["verdicts"]
+    assert sum(record["verdicts"].values()) == 12 and record["samples_new"] == 0
+    assert trainer.sampler.pos == 6  # 3 calls x 2 problems

@@ -13,9 +13,12 @@ faults of the original ``MemoryPool`` (see the method reference, §3):
 Samples wait in ``pending`` until :meth:`OnlineBuffer.refresh`; the buffer, the pending samples and
 the sampling RNG all go into checkpoints, so a resumed run draws the same batches.
 
-The buffer counts how often each sample is drawn, so that runs report how much of what they
-generate they learn from (:meth:`OnlineBuffer.usage`): with uniform draws from a large pool, many
-samples leave the FIFO without ever being trained on.
+Two ways to draw (``mode``): ``window`` is the original's constant-size sliding window with
+uniform draws, where many samples leave the FIFO without ever being trained on; ``refresh`` trains
+on the latest refresh's samples only, in shuffled passes, so each is drawn once before any is drawn
+twice, and a refresh replaces them. Either way :meth:`OnlineBuffer.prune` drops samples older than a
+staleness bound, and the buffer counts how often each sample is drawn, so that runs report how much
+of what they generate they learn from (:meth:`OnlineBuffer.usage`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -68,15 +71,22 @@ class Sample:
                    state["step_added"], tuple(state["logprobs"].tolist()) if "logprobs" in state else ())
 
 
-class OnlineBuffer:
-    """FIFO of :class:`Sample` with a fixed capacity, uniform seeded sampling and staged refreshes."""
+Mode = Literal["refresh", "window"]
 
-    def __init__(self, capacity: int, seed: int = 0) -> None:
+
+class OnlineBuffer:
+    """FIFO of :class:`Sample` with a fixed capacity, seeded draws (``mode``, see the module
+    docstring) and staged refreshes."""
+
+    def __init__(self, capacity: int, seed: int = 0, mode: Mode = "window") -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
-        self.capacity = capacity
+        if mode not in ("refresh", "window"):
+            raise ValueError(f"unknown buffer mode {mode!r}")
+        self.capacity, self.mode = capacity, mode
         self.samples: deque[Sample] = deque()
         self.uses: deque[int] = deque()  # times each of ``samples`` was drawn
+        self.order: list[int] = []  # refresh mode: indices of ``samples`` still to draw in this pass
         self.pending: list[Sample] = []
         self.staged = 0  # samples ever staged
         self.dropped_unused = 0  # samples that left the FIFO without being drawn
@@ -92,25 +102,59 @@ class OnlineBuffer:
         self.staged += len(self.pending) - before
 
     def refresh(self, step: int) -> tuple[int, int]:
-        """Move pending samples in, stamped with ``step``; drop the oldest beyond capacity.
+        """Move pending samples in, stamped with ``step``; in ``refresh`` mode they replace the
+        buffer's samples, and either way the oldest beyond capacity are dropped.
 
-        Returns (added, dropped). A refresh larger than the capacity keeps its newest samples.
+        Returns (added, dropped). A refresh larger than the capacity keeps its newest samples; one
+        with nothing pending changes nothing.
         """
         added = len(self.pending)
+        dropped = len(self.samples) if self.mode == "refresh" and added else 0
+        self._drop(range(dropped))
         self.samples.extend(replace(s, step_added=step) for s in self.pending)
         self.uses.extend([0] * added)
         self.pending = []
-        dropped = max(0, len(self.samples) - self.capacity)
-        for _ in range(dropped):
-            self.samples.popleft()
-            self.dropped_unused += self.uses.popleft() == 0
-        return added, dropped
+        overflow = max(0, len(self.samples) - self.capacity)
+        self._drop(range(overflow))
+        self.order = []
+        return added, dropped + overflow
+
+    def prune(self, step: int, max_staleness: int | None) -> int:
+        """Drop the samples drawn by weights more than ``max_staleness`` steps older than ``step``'s;
+        returns how many."""
+        if max_staleness is None:
+            return 0
+        stale = [i for i, s in enumerate(self.samples) if step - s.policy_version > max_staleness]
+        self._drop(stale)
+        if stale:
+            self.order = []
+        return len(stale)
+
+    def _drop(self, indices: Iterable[int]) -> None:
+        gone = set(indices)
+        if not gone:
+            return
+        self.dropped_unused += sum(self.uses[i] == 0 for i in gone)
+        kept = [i for i in range(len(self.samples)) if i not in gone]
+        self.samples = deque(self.samples[i] for i in kept)
+        self.uses = deque(self.uses[i] for i in kept)
 
     def sample(self, n: int) -> list[Sample]:
-        """``n`` distinct samples (all of them if fewer), uniformly at random."""
+        """``n`` distinct samples (all of them if fewer): uniformly at random (``window``), or the
+        next ones of the current shuffled pass, starting a new pass when it runs out (``refresh``)."""
         if not self.samples:
             return []
-        indices = self._rng.sample(range(len(self.samples)), min(n, len(self.samples)))
+        n = min(n, len(self.samples))
+        if self.mode == "window":
+            indices = self._rng.sample(range(len(self.samples)), n)
+        else:
+            indices, self.order = self.order[:n], self.order[n:]
+            if len(indices) < n:  # the pass ran out: a new one, whose first draws skip this micro-batch's
+                new = list(range(len(self.samples)))
+                self._rng.shuffle(new)
+                fill = [i for i in new if i not in indices][: n - len(indices)]
+                indices += fill
+                self.order = [i for i in new if i not in fill]
         for i in indices:
             self.uses[i] += 1
         return [self.samples[i] for i in indices]
@@ -125,12 +169,12 @@ class OnlineBuffer:
                 "sample_uses_mean": sum(self.uses) / len(self.uses) if self.uses else None}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "rng": self._rng.getstate(),
+        return {"capacity": self.capacity, "mode": self.mode, "order": list(self.order), "rng": self._rng.getstate(),
                 "samples": [s.to_state() for s in self.samples], "pending": [s.to_state() for s in self.pending],
                 "uses": list(self.uses), "staged": self.staged, "dropped_unused": self.dropped_unused}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.capacity = state["capacity"]
+        self.capacity, self.mode, self.order = state["capacity"], state.get("mode", "window"), state.get("order", [])
         self.samples = deque(Sample.from_state(s) for s in state["samples"])
         self.pending = [Sample.from_state(s) for s in state["pending"]]
         # checkpoints from before use counting: their samples count as drawn once (unknown, not unused)
@@ -146,6 +190,6 @@ class OnlineBuffer:
     @classmethod
     def load(cls, path: str | Path) -> OnlineBuffer:
         state = torch.load(path, weights_only=True)
-        buffer = cls(state["capacity"])
+        buffer = cls(state["capacity"], mode=state.get("mode", "window"))
         buffer.load_state_dict(state)
         return buffer

@@ -336,27 +336,52 @@ def data_verify(
         raise typer.Exit(1)
 
 
+OVERRIDES_HELP = ("Config overrides as dotted key=value, e.g. optim.lr=3e-6 feedback.fine_grained=false "
+                  "rollout.online=false.")
+CONFIG_HELP = ("Config YAML file or name in configs/ (tiny-smoke, learning-test, codet5-apps, qwen-coder-mbpp, "
+               "...); default: smollm2-mbpp-cpu.")
+RESUME_HELP = ("Continue the run in --out from its last checkpoint with its config.yaml (overrides still apply; a "
+               "--config must match it); start it if --out holds no run yet.")
+
+
 @app.command(no_args_is_help=False)
 def train(
-    overrides: list[str] | None = typer.Argument(None, help="Config overrides as dotted key=value, e.g. "
-                                                 "optim.lr=3e-6 feedback.fine_grained=false rollout.online=false."),
-    config: str | None = typer.Option(None, "--config", help="Config YAML file or name in configs/ (tiny-smoke, "
-                                      "codet5-apps, qwen-coder-mbpp, ...); default: smollm2-mbpp-cpu."),
+    overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
+    config: str | None = typer.Option(None, "--config", help=CONFIG_HELP),
     out: Path | None = typer.Option(None, "--out", help="Run directory (default: runs/<config name>)."),
     steps: int | None = typer.Option(None, "--steps", help="Total optimizer steps (same as steps=N)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint with "
-                                "its config.yaml (overrides still apply; a --config must match it); start it if "
-                                "--out holds no run yet."),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
 ) -> None:
     """Online RLTF: sample, judge, reward and update in one process; checkpoints, metrics and evals in --out."""
+    _run_training(overrides or [], config, out, steps, resume)
+
+
+@app.command(no_args_is_help=False)
+def sft(
+    overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
+    config: str | None = typer.Option(None, "--config", help=CONFIG_HELP),
+    out: Path | None = typer.Option(None, "--out", help="Run directory (default: runs/sft-<config name>)."),
+    steps: int | None = typer.Option(None, "--steps", help="Total optimizer steps (same as steps=N)."),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
+) -> None:
+    """Supervised fine-tuning on the training problems' reference solutions (the RL warm start): the
+    config's SL term alone, no sampling; an RL run starts from it with model.name=OUT/checkpoints/step-N/model."""
+    name = Path(config or "smollm2-mbpp-cpu").stem
+    _run_training(["rollout.enabled=false", "optim.rl_weight=0", *(overrides or [])], config,
+                  out or Path("runs") / f"sft-{name}", steps, resume)
+
+
+def _run_training(overrides: list[str], config: str | None, out: Path | None, steps: int | None,
+                  resume: bool) -> None:
     from transformers.utils import logging as hf_logging
 
     from rltf.config import DEFAULT_CONFIG, ConfigError, differing_keys, load_config
+    from rltf.evaluation import train_evaluator
     from rltf.trainer import CONFIG, Trainer, render_report
 
     name = config or DEFAULT_CONFIG
     out = out or Path("runs") / Path(name).stem
-    extra = [*(overrides or []), *([f"steps={steps}"] if steps is not None else [])]
+    extra = [*overrides, *([f"steps={steps}"] if steps is not None else [])]
     existing = resume and (out / CONFIG).is_file()
     try:
         cfg = load_config(str(out / CONFIG) if existing else name, extra)
@@ -369,32 +394,12 @@ def train(
                                  param_hint="--config")
     hf_logging.disable_progress_bar()
     try:
-        trainer = Trainer(cfg, out, resume=resume, evaluator=_train_evaluator(cfg))
+        trainer = Trainer(cfg, out, resume=resume, evaluator=train_evaluator(cfg))
     except FileExistsError as exc:
         raise typer.BadParameter(str(exc), param_hint="--out") from None
     trainer.run()
     render_report(out)
     _print_run(out)
-
-
-def _train_evaluator(cfg):
-    """The periodic-eval hook for the trainer: greedy pass@1 on the config's fixed held-out problems."""
-    from rltf.evaluation import EvalSettings, evaluate
-    from rltf.trainer import load_problem_set
-
-    e = cfg.eval
-    if not (e.at_start or e.at_end or e.every):
-        return None
-    problems = load_problem_set(e.dataset, e.split, e.path, e.limit)
-
-    def run(engine, judge, step, out):
-        policy = engine.policy
-        settings = EvalSettings(e.dataset, e.split, f"{cfg.model.name}@step-{step}", policy.style, n=1,
-                                temperature=0.0, top_p=1.0, max_new_tokens=e.max_new_tokens, seed=cfg.seed,
-                                batch_size=e.batch_size, engine=engine.label)
-        return evaluate(engine, policy, problems, judge, out, settings, ks=(1,), show_progress=cfg.log.progress)
-
-    return run
 
 
 def _print_run(run_dir: Path) -> None:

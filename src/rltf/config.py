@@ -77,15 +77,22 @@ class RolloutConfig:
     """The actor: K samples + one greedy baseline per problem, ``problems_per_step`` problems per step.
 
     ``online: false`` is the CodeRL-style offline ablation: the initial policy samples every
-    training problem once before the first update and never again.
+    training problem once before the first update and never again. ``enabled: false`` samples
+    nothing: supervised fine-tuning on the reference solutions alone (``rltf sft``), whose
+    checkpoints an RL run starts from with ``model.name=RUN/checkpoints/step-N/model``.
     """
 
+    enabled: bool = True
     online: bool = True
     problems_per_step: int = 10
     samples_per_problem: int = 4
     temperature: float = 0.6
     top_p: float = 0.95
     max_new_tokens: int = 256
+    dynamic_sampling: bool = False
+    """Drop groups whose token returns are all zero (no gradient: e.g. every sample passed) and
+    sample more problems, up to ``max_rollouts`` generate calls per step, so updates carry signal."""
+    max_rollouts: int = 3
 
 
 @dataclass
@@ -93,6 +100,12 @@ class BufferConfig:
     capacity: int = 6400
     update_freq: int = 2
     """Staged samples enter the buffer every ``update_freq`` optimizer steps (paper: 50)."""
+    mode: Literal["refresh", "window"] = "refresh"
+    """``refresh``: train on the latest refresh's samples, each drawn once before any is drawn
+    again (every sample is used when the updates until the next refresh draw as many RL samples as
+    it brought); ``window``: the original's sliding window of ``capacity`` with uniform draws."""
+    max_staleness: int | None = None
+    """Drop samples drawn by weights more than this many optimizer steps old before each update."""
 
 
 @dataclass
@@ -136,7 +149,10 @@ class CheckpointConfig:
 
 @dataclass
 class EvalConfig:
-    """Greedy pass@1 on a fixed held-out subset: the same prompts before, during and after training."""
+    """pass@1 on a fixed held-out subset: the same prompts before, during and after training.
+
+    Greedy by default; ``samples`` > 1 with ``temperature`` > 0 measures the share of sampled
+    programs that pass instead (what the learning test reports)."""
 
     dataset: str = "mbpp"
     split: str | None = "test"
@@ -149,6 +165,13 @@ class EvalConfig:
     max_new_tokens: int = 256
     batch_size: int = 128
     """Sequences per chunk; fast engines keep their slots full only with many sequences in flight."""
+    samples: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.samples < 1 or (self.samples > 1 and self.temperature == 0):
+            raise ConfigError("eval.samples must be 1 for greedy decoding (temperature 0), and >= 1")
 
 
 @dataclass
@@ -176,14 +199,22 @@ class TrainConfig:
     def __post_init__(self) -> None:
         positive = {"steps": self.steps, "rollout.samples_per_problem": self.rollout.samples_per_problem,
                     "rollout.problems_per_step": self.rollout.problems_per_step,
+                    "rollout.max_rollouts": self.rollout.max_rollouts,
                     "engine.batch_size": self.engine.batch_size, "engine.workers": self.engine.workers,
                     "engine.sync_every": self.engine.sync_every, "buffer.capacity": self.buffer.capacity,
                     "buffer.update_freq": self.buffer.update_freq, "optim.micro_batch": self.optim.micro_batch,
                     "optim.grad_accum": self.optim.grad_accum, "checkpoint.every": self.checkpoint.every,
                     "checkpoint.keep": self.checkpoint.keep}
+        if self.buffer.max_staleness is not None and self.buffer.max_staleness < 0:
+            raise ConfigError("buffer.max_staleness must be >= 0 (or null: no bound)")
         bad = [k for k, v in positive.items() if v < 1]
         if bad:
             raise ConfigError(f"must be >= 1: {', '.join(bad)}")
+        if not self.rollout.enabled and self.optim.rl_weight:
+            raise ConfigError("rollout.enabled=false samples nothing for the RL term: set optim.rl_weight=0 "
+                              "(supervised fine-tuning, as rltf sft does)")
+        if not (self.optim.rl_weight or self.optim.sl_weight):
+            raise ConfigError("optim.rl_weight and optim.sl_weight are both 0: nothing to train")
         if self.feedback.adaptive and self.judge.stop_on_first_failure:
             raise ConfigError("feedback.adaptive needs every test's result (its pass ratio): "
                               "set judge.stop_on_first_failure=false or feedback.adaptive=false")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rltf.problems import Problem, ProblemFormatError, iter_jsonl, load_problems
+from rltf.synthetic import load_synthetic
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -399,6 +400,8 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in [
     DatasetInfo("apps-sample5", "5 raw APPS train problems, MIT", {"train": 5}, load_apps_sample5),
     DatasetInfo("apps-selected150", "MapCoder's APPS subset (128 distinct train problems), MIT", {"train": 128},
                 load_apps_selected150),
+    DatasetInfo("synthetic", "one-line tasks built in code for the RL learning test (rltf.synthetic)",
+                {"train": 44, "heldout": 22}, load_synthetic),
 ]}
 
 

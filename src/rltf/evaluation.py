@@ -15,7 +15,7 @@ import os
 import platform
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from rltf.config import TrainConfig
 from rltf.generation import Engine, SamplingParams, length_batches
 from rltf.judge import Verdict
 from rltf.models import Policy
@@ -262,6 +263,26 @@ def evaluate(
     summary = write_summary()
     plot_verdicts(summary, out / PLOT)
     return summary
+
+
+def train_evaluator(config: TrainConfig) -> Callable[..., dict[str, Any]] | None:
+    """The trainer's periodic-eval hook (:data:`rltf.trainer.Evaluator`): pass@1 of the config's
+    ``eval`` section on its fixed held-out problems, with the engine the trainer samples with."""
+    from rltf.trainer import load_problem_set
+
+    e = config.eval
+    if not (e.at_start or e.at_end or e.every):
+        return None
+    problems = load_problem_set(e.dataset, e.split, e.path, e.limit)
+
+    def run(engine: Engine, judge: JudgeLike, step: int, out: Path) -> dict[str, Any]:
+        policy = engine.policy
+        settings = EvalSettings(e.dataset, e.split, f"{config.model.name}@step-{step}", policy.style, n=e.samples,
+                                temperature=e.temperature, top_p=e.top_p, max_new_tokens=e.max_new_tokens,
+                                seed=config.seed, batch_size=e.batch_size, engine=engine.label)
+        return evaluate(engine, policy, problems, judge, out, settings, ks=(1,), show_progress=config.log.progress)
+
+    return run
 
 
 def _pct(x: float) -> str:

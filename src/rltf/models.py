@@ -143,6 +143,9 @@ class Policy:
     tokenizer: Any
     name: str
     style: Style
+    max_prompt_tokens: int | None = None
+    """Keep only the last this-many tokens of a prompt, everywhere it is encoded (sampling,
+    training, evaluation), so that a long prompt is sampled under the context it is trained under."""
 
     @property
     def is_encoder_decoder(self) -> bool:
@@ -191,7 +194,15 @@ class Policy:
 
     def _tokenize(self, prompts: Sequence[Prompt], **kwargs: Any) -> Any:
         # a rendered chat template carries its own special tokens
-        return self.tokenizer([p.text for p in prompts], add_special_tokens=self.style != "chat", **kwargs)
+        encoded = self.tokenizer([p.text for p in prompts], add_special_tokens=self.style != "chat", **kwargs)
+        if self.max_prompt_tokens is None or all(len(ids) <= self.max_prompt_tokens for ids in encoded.input_ids):
+            return encoded
+        side, self.tokenizer.truncation_side = self.tokenizer.truncation_side, "left"  # the question's end stays
+        try:
+            return self.tokenizer([p.text for p in prompts], add_special_tokens=self.style != "chat", truncation=True,
+                                  max_length=self.max_prompt_tokens, **kwargs)
+        finally:
+            self.tokenizer.truncation_side = side
 
     def encode(self, prompts: Sequence[Prompt]) -> Any:
         """Left-padded prompt batch on the model's device, as ``generate`` feeds it to the model."""

@@ -304,6 +304,9 @@ class Rollout:
     terms: dict[str, list[float]] = field(default_factory=dict)
     token_returns: list[float] = field(default_factory=list)
     dropped: int = 0
+    groups: int = 0
+    groups_without_signal: int = 0
+    """Groups whose token returns were all zero (with dynamic sampling their samples are dropped)."""
     new_tokens: int = 0
     gen_s: float = 0.0
     judge_wait_s: float = 0.0
@@ -323,12 +326,24 @@ class Rollout:
             "verdicts": {k: self.verdicts[k] for k in VERDICT_KEYS},
             "samples_new": len(self.samples),
             "samples_dropped_infra": self.dropped,
+            "groups": self.groups,
+            "groups_without_signal": self.groups_without_signal,
             "gen_tokens": self.new_tokens,
             "time_gen_s": self.gen_s,
             "time_judge_s": self.judge_wait_s,
             "time_judge_busy_s": self.judge_busy_s,
             "tokens_per_s_gen": self.new_tokens / self.gen_s if self.gen_s else None,
         }
+
+    def merge(self, other: Rollout) -> None:
+        """Add another call's output (dynamic sampling draws more problems within one step)."""
+        for f in dataclasses.fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, dict) and not isinstance(mine, Counter):
+                for key, values in theirs.items():
+                    mine.setdefault(key, []).extend(values)
+            else:
+                setattr(self, f.name, mine + theirs)
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -427,6 +442,8 @@ class Actor:
             rollout.greedy += 1
             rollout.greedy_passed += group.greedy.verdict.status == "pass"
         prompt_ids = self.prompts(group.problem)[1]
+        rollout.groups += 1
+        first = len(rollout.samples)
         for sample, baseline in zip(group.samples, baselines(group, fb.baseline)):
             completion, verdict = sample.completion, sample.verdict
             rollout.programs += 1
@@ -449,6 +466,10 @@ class Actor:
                 group.problem.id, prompt_ids, completion.token_ids, tuple(values),
                 {"status": verdict.status, "category": verdict.error_category, "passed": verdict.passed,
                  "total": verdict.total}, record.reward, completion.policy_version, logprobs=completion.logprobs))
+        if not any(r for s in rollout.samples[first:] for r in s.returns):
+            rollout.groups_without_signal += 1
+            if self.config.rollout.dynamic_sampling:
+                del rollout.samples[first:]
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -521,7 +542,13 @@ class Trainer:
         if not self.problems:
             raise ValueError("no training problems")
         self.references = [(i, s) for i, p in enumerate(self.problems) for s in range(len(p.solutions))]
+        if not config.rollout.enabled and not self.references:
+            raise ValueError("supervised fine-tuning (rollout.enabled=false) needs reference solutions; "
+                             "the training problems have none")
         self.policy = self._load_policy(checkpoint)
+        # prompts are cut once, to what collate keeps beside a full-length completion
+        self.policy.max_prompt_tokens = config.optim.max_seq_len if self.policy.is_encoder_decoder else \
+            max(1, config.optim.max_seq_len - config.rollout.max_new_tokens)
         self.model = self.policy.model
         if config.optim.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
@@ -536,7 +563,7 @@ class Trainer:
 
         self.scheduler = get_scheduler(opt.scheduler, self.optimizer, num_warmup_steps=opt.warmup_steps,
                                        num_training_steps=config.steps)
-        self.buffer = OnlineBuffer(config.buffer.capacity, seed=_seed(config.seed, "buffer"))
+        self.buffer = OnlineBuffer(config.buffer.capacity, seed=_seed(config.seed, "buffer"), mode=config.buffer.mode)
         self.sampler = ProblemSampler(len(self.problems), seed=_seed(config.seed, "problems"))
         self.sl_rng = random.Random(_seed(config.seed, "sl"))
         self.step = 0
@@ -635,7 +662,8 @@ class Trainer:
         self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True))
         self.scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
         self.buffer = OnlineBuffer.load(checkpoint / "buffer.pt")
-        self.buffer.capacity = self.config.buffer.capacity  # an override on resume applies from the next refresh
+        # overrides on resume apply from the next refresh
+        self.buffer.capacity, self.buffer.mode = self.config.buffer.capacity, self.config.buffer.mode
         state = torch.load(checkpoint / "trainer.pt", weights_only=True)
         self.step, self.offline_done = state["step"], state["offline_done"]
         self.sampler.load_state_dict(state["sampler"])
@@ -672,7 +700,7 @@ class Trainer:
             with JudgeService(self.config.judge) as judge, progress, (self.run_dir / METRICS).open("a") as sink:
                 task = progress.add_task("train", total=self.config.steps, completed=self.step, info="")
                 actor = Actor(engine, judge, self.config, self.prompts, self._autocast)
-                if not self.config.rollout.online and not self.offline_done:
+                if self.config.rollout.enabled and not self.config.rollout.online and not self.offline_done:
                     self._offline_fill(actor)
                 self._maybe_eval(engine, judge, writer, progress)
                 while self.step < target:
@@ -706,9 +734,8 @@ class Trainer:
     def _train_step(self, actor: Actor) -> dict[str, Any]:
         started = time.perf_counter()
         record: dict[str, Any] = {"step": self.step + 1}
-        if self.config.rollout.online:
-            batch = [self.problems[i] for i in self.sampler.draw(self.config.rollout.problems_per_step)]
-            rollout = actor.rollout(batch, self.step)
+        if self.config.rollout.enabled and self.config.rollout.online:
+            rollout = self._rollout(actor)
             self.buffer.stage(rollout.samples)
             record.update(rollout.metrics())
             record.update(self._logprob_gap(rollout.samples))
@@ -717,17 +744,29 @@ class Trainer:
         added = dropped = 0
         if self.step % self.config.buffer.update_freq == 0 or not self.buffer:
             added, dropped = self.buffer.refresh(self.step)
+        stale = self.buffer.prune(self.step, self.config.buffer.max_staleness)
         record.update({"buffer_size": len(self.buffer), "buffer_pending": len(self.buffer.pending),
-                       "buffer_added": added, "buffer_dropped": dropped})
+                       "buffer_added": added, "buffer_dropped": dropped, "buffer_dropped_stale": stale})
         record.update(self._update())
         record.update(self.buffer.usage())
         self.step += 1
         engine = actor.engine
-        due = engine.shares_weights or self.step % self.config.engine.sync_every == 0
+        due = self.config.rollout.enabled and (engine.shares_weights or self.step % self.config.engine.sync_every == 0)
         record["time_sync_s"] = engine.sync(self.step) if due else 0.0
         record["engine_version"] = engine.policy_version
         record["time_step_s"] = time.perf_counter() - started
         return record
+
+    def _rollout(self, actor: Actor) -> Rollout:
+        """This step's rollout; with dynamic sampling, more problems replace groups without signal
+        until ``problems_per_step`` groups carry some or ``max_rollouts`` calls were made."""
+        cfg = self.config.rollout
+        rollout, calls, wanted = Rollout(), 0, cfg.problems_per_step
+        while wanted > 0 and calls < (cfg.max_rollouts if cfg.dynamic_sampling else 1):
+            rollout.merge(actor.rollout([self.problems[i] for i in self.sampler.draw(wanted)], self.step))
+            calls += 1
+            wanted = cfg.problems_per_step - (rollout.groups - rollout.groups_without_signal)
+        return rollout
 
     def _logprob_gap(self, samples: Sequence[Sample], n: int = 2) -> dict[str, Any]:
         """Mean |engine log-prob - learner log-prob| over the tokens of up to ``n`` fresh samples (one extra
