@@ -24,7 +24,7 @@ from typing import Any
 
 from rltf.config import differing_keys, load_config
 from rltf.evaluation import train_evaluator
-from rltf.trainer import CONFIG, Trainer, read_evals, read_metrics
+from rltf.train import CONFIG, Trainer, read_evals, read_metrics
 
 TARGET_RISE, TARGET_LEVEL, TARGET_MINUTES = 0.30, 0.80, 30.0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from rltf.config import load_config
 from rltf.datasets import load_dataset
 from rltf.synthetic import TEMPLATES
-from rltf.trainer import Trainer, read_metrics
+from rltf.train import Trainer, read_metrics
 
 MARGIN = 0.15
 """Reward rise (step 3 over step 1, reward in [-1.3, 1]) the test demands; see the closing note of

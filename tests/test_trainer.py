@@ -10,18 +10,17 @@ import pytest
 import torch
 
 from rltf.config import load_config
-from rltf.trainer import (
-    ProblemSampler,
-    Trainer,
+from rltf.train import Trainer, read_metrics
+from rltf.train.losses import (
     TrainItem,
     collate,
     kept_target_tokens,
     policy_loss,
-    read_metrics,
     sequence_factors,
     target_logprobs,
     weighted_nll,
 )
+from rltf.train.trainer import ProblemSampler
 
 REQUIRED = {"step", "loss", "loss_rl", "loss_sl", "reward_mean", "reward_adaptive", "reward_fine", "reward_baseline",
             "sample_pass_rate", "time_gen_s", "time_judge_s", "time_train_s", "tokens_per_s_gen",
@@ -280,7 +279,7 @@ def test_every_sample_is_compared_with_its_own_problems_baseline() -> None:
     from rltf.generation import Completion
     from rltf.judge.verdict import Verdict
     from rltf.problems import Problem
-    from rltf.trainer import Group, Judged, baselines
+    from rltf.train.rollout import Group, Judged, baselines
 
     def judged(status: str, passed: int) -> Judged:
         verdict = Verdict(status=status, passed=passed, total=2)
@@ -304,7 +303,7 @@ def test_judge_service_streams_and_a_timeout_holds_only_its_own_server() -> None
 
     from rltf.judge import JudgeConfig
     from rltf.problems import Problem
-    from rltf.trainer import JudgeService
+    from rltf.train.rollout import JudgeService
 
     problem = Problem(id="p", source="mbpp", prompt="", tests={"kind": "assert", "setup": "",
                                                                "cases": ["assert f() == 1"]})
@@ -325,7 +324,7 @@ def test_groups_without_signal_are_counted_and_dropped_under_dynamic_sampling() 
     from rltf.generation import Completion
     from rltf.judge.verdict import Verdict
     from rltf.problems import Problem
-    from rltf.trainer import Actor, Group, Judged, Rollout
+    from rltf.train.rollout import Actor, Group, Judged, Rollout
 
     def judged(status: str, passed: int) -> Judged:
         return Judged(Completion("x", (1,), ((0, 1),), (-0.1,), "eos"), ProgramSpan("", 0, 1),

@@ -377,7 +377,7 @@ def _run_training(overrides: list[str], config: str | None, out: Path | None, st
 
     from rltf.config import DEFAULT_CONFIG, ConfigError, differing_keys, load_config
     from rltf.evaluation import train_evaluator
-    from rltf.trainer import CONFIG, Trainer, render_report
+    from rltf.train import CONFIG, Trainer, render_report
 
     name = config or DEFAULT_CONFIG
     out = out or Path("runs") / Path(name).stem
@@ -403,7 +403,7 @@ def _run_training(overrides: list[str], config: str | None, out: Path | None, st
 
 
 def _print_run(run_dir: Path) -> None:
-    from rltf.trainer import read_evals, read_metrics
+    from rltf.train import read_evals, read_metrics
 
     console = Console(soft_wrap=True)
     records = read_metrics(run_dir)
@@ -420,7 +420,7 @@ def _print_run(run_dir: Path) -> None:
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A training run directory (rltf train --out).")) -> None:
     """Render PNG plots of a training run (rewards, pass rates, verdict mix, losses, time, eval pass@1)."""
-    from rltf.trainer import METRICS, render_report
+    from rltf.train import METRICS, render_report
 
     if not (run_dir / METRICS).is_file():
         raise typer.BadParameter(f"{run_dir} has no {METRICS}", param_hint="RUN_DIR")

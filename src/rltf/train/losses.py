@@ -1,0 +1,147 @@
+"""The learner's arithmetic: micro-batches, target log-probs and the weighted policy-gradient loss.
+
+RLTF's loss is a token-weighted log-likelihood: ``-mean_t(r_t · log π(w_t))`` over sampled
+programs (r_t the per-token returns of :mod:`rltf.feedback`), plus plain cross-entropy on
+reference solutions. Read this file first; the rest of the package feeds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    """One sequence of a micro-batch: context, target tokens, the weight of each target token and,
+    for sampled targets, the engine's log-prob of each (the behaviour policy; empty for references)."""
+
+    prompt_ids: Sequence[int]
+    target_ids: Sequence[int]
+    weights: Sequence[float]
+    behaviour: Sequence[float] = ()
+
+
+def collate(items: Sequence[TrainItem], pad_id: int, max_len: int, encoder_decoder: bool) -> dict[str, torch.Tensor]:
+    """Pad a micro-batch. Causal LMs see ``prompt + target`` (right-padded; ``target_mask`` marks the
+    positions of target tokens); encoder-decoders see the prompt and take the target as labels."""
+    if encoder_decoder:
+        prompts = [list(it.prompt_ids[-max_len:]) for it in items]
+        targets = [list(it.target_ids[:kept_target_tokens(0, len(it.target_ids), max_len, True)]) for it in items]
+        weights = [list(it.weights[:max_len]) for it in items]
+        behaviour = [_behaviour(it)[:max_len] for it in items]
+        width, depth = max(map(len, prompts)), max(map(len, targets))
+        return {
+            "input_ids": torch.tensor([p + [pad_id] * (width - len(p)) for p in prompts]),
+            "attention_mask": torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts]),
+            "labels": torch.tensor([t + [-100] * (depth - len(t)) for t in targets]),
+            "weights": torch.tensor([w + [0.0] * (depth - len(w)) for w in weights]),
+            "behaviour": torch.tensor([b + [0.0] * (depth - len(b)) for b in behaviour]),
+        }
+    rows, masks, weights, behaviour = [], [], [], []
+    for it in items:
+        prompt = list(it.prompt_ids[-(max_len - 1):])
+        target = list(it.target_ids[: kept_target_tokens(len(it.prompt_ids), len(it.target_ids), max_len, False)])
+        rows.append(prompt + target)
+        masks.append([False] * len(prompt) + [True] * len(target))
+        weights.append([0.0] * len(prompt) + list(it.weights[: len(target)]))
+        behaviour.append([0.0] * len(prompt) + _behaviour(it)[: len(target)])
+    width = max(map(len, rows))
+    return {
+        "input_ids": torch.tensor([r + [pad_id] * (width - len(r)) for r in rows]),
+        "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
+        "target_mask": torch.tensor([m + [False] * (width - len(m)) for m in masks]),
+        "weights": torch.tensor([w + [0.0] * (width - len(w)) for w in weights]),
+        "behaviour": torch.tensor([b + [0.0] * (width - len(b)) for b in behaviour]),
+    }
+
+
+def kept_target_tokens(prompt_len: int, target_len: int, max_len: int, encoder_decoder: bool) -> int:
+    """How many of a sequence's target tokens :func:`collate` keeps within ``max_len`` (a causal LM
+    keeps the last ``max_len - 1`` prompt tokens and fills the rest with target)."""
+    if encoder_decoder:
+        return min(target_len, max_len)
+    return max(0, min(target_len, max_len - min(prompt_len, max_len - 1)))
+
+
+def sequence_factors(kept: Sequence[int], how: str, step_tokens: int, grad_accum: int) -> list[float]:
+    """A positive factor per sequence of a micro-batch that turns the micro-batch token mean of the RL
+    term (divided by ``grad_accum``) into the ``how`` aggregation (:class:`rltf.config.OptimConfig`).
+
+    Scaling a sequence's returns by c > 0 scales each of its token terms by c under every importance
+    correction (each is positively homogeneous in r_t), so the aggregation needs no second loss path.
+    """
+    tokens = sum(kept)
+    if how == "token_mean" or not tokens:
+        return [1.0] * len(kept)
+    if how == "seq_mean":
+        return [tokens / (len(kept) * k) if k else 0.0 for k in kept]
+    if how == "global_token_mean":
+        return [tokens * grad_accum / step_tokens] * len(kept)
+    raise ValueError(f"unknown loss aggregation {how!r}")
+
+
+def _behaviour(item: TrainItem) -> list[float]:
+    """The item's behaviour log-probs, zeros (never read) where it has none."""
+    return list(item.behaviour) if item.behaviour else [0.0] * len(item.target_ids)
+
+
+def target_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``log p(w_t | context, w_<t)`` of every target token, flattened, and the matching weights and
+    behaviour log-probs.
+
+    Only the target positions go through ``log_softmax`` (the vocabulary-wide tensor is the largest
+    one in the step, so prompt positions are dropped before it is formed).
+    """
+    if "labels" in batch:
+        decoder_ids = model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       decoder_input_ids=decoder_ids).logits
+        mask = batch["labels"] != -100
+        picked, targets = logits[mask], batch["labels"][mask]
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        mask = batch["target_mask"]
+        picked, targets = logits[:, :-1][mask[:, 1:]], batch["input_ids"][:, 1:][mask[:, 1:]]
+        mask = mask.clone()
+        mask[:, 0] = False  # a target at position 0 has no context; collate never makes one
+    logp = torch.log_softmax(picked.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return logp, batch["weights"][mask], batch["behaviour"][mask]
+
+
+def weighted_nll(logp: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``-mean_t(w_t · log p_t)`` over all target tokens of the micro-batch (the original's token mean).
+
+    With ``w_t = r_t`` this is RLTF's policy-gradient loss; with ``w_t = 1`` plain cross-entropy.
+    """
+    if logp.numel() == 0:
+        return logp.sum()
+    return -(weights * logp).mean()
+
+
+def policy_loss(logp: torch.Tensor, returns: torch.Tensor, behaviour: torch.Tensor, kind: str = "none",
+                clip_eps: float = 0.2, tis_cap: float = 2.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The RL term over a micro-batch's tokens (token mean), importance-corrected by ``kind`` (see
+    :class:`rltf.config.OptimConfig.importance`), and its diagnostics: the mean ratio ρ_t, the
+    fraction of tokens whose ratio is clipped, and KL(behaviour‖current) estimated by mean(ρ - 1 - log ρ)
+    (unbiased on tokens drawn from the behaviour policy, never negative).
+
+    Every kind has the same gradient, -r_t·∇log π_θ(w_t), where the learner is the behaviour policy (ρ = 1).
+    """
+    if kind == "none" or logp.numel() == 0:
+        return weighted_nll(logp, returns), {}
+    log_ratio = logp - behaviour
+    ratio = torch.exp(log_ratio)
+    stats = {"ratio": ratio.detach().mean(), "kl": (ratio - 1 - log_ratio).detach().mean()}
+    if kind == "ppo_clip":
+        clipped = ratio.clamp(1 - clip_eps, 1 + clip_eps)
+        stats["clipped"] = (ratio.detach() != clipped.detach()).float().mean()
+        return -torch.minimum(ratio * returns, clipped * returns).mean(), stats
+    if kind == "tis":
+        stats["clipped"] = (ratio.detach() > tis_cap).float().mean()
+        return weighted_nll(logp, ratio.detach().clamp(max=tis_cap) * returns), stats
+    raise ValueError(f"unknown importance correction {kind!r}")
+

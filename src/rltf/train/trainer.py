@@ -1,0 +1,456 @@
+"""Online RLTF training: one process, a generation engine as actor and the policy as learner.
+
+Each optimizer step the engine samples K programs (plus one greedy baseline) for a few training
+problems; every completion goes to the judge the moment it is finished, so judging hides behind
+generation; per-token returns from :mod:`rltf.feedback` turn verdicts into :class:`~rltf.buffer.Sample`
+records that enter the online buffer every ``update_freq`` steps. The update mixes a token-weighted
+policy-gradient term on buffer samples with supervised cross-entropy on reference solutions; then the
+engine takes the new weights (every ``engine.sync_every`` steps).
+
+Unlike the original (actors reloading learner checkpoints from disk every 600 s, so samples were up
+to tens of steps stale), the engine is synced in memory, and a sample's ``policy_version`` records
+the weights the engine actually served when it sampled. Checkpoints are written to a temporary directory and
+renamed, so a run killed at any moment resumes from its last complete step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rltf.buffer import OnlineBuffer, Sample
+from rltf.config import TrainConfig, save_config
+from rltf.generation import Engine, make_engine
+from rltf.models import DEFAULT_MODEL, Policy, embedded_gguf, set_threads
+from rltf.problems import Problem, load_problems
+from rltf.train.checkpoint import (
+    CHECKPOINTS,
+    CONFIG,
+    EVAL_DIR,
+    METRICS,
+    latest_checkpoint,
+    load,
+    save,
+    write_text_atomic,
+)
+from rltf.train.losses import (
+    TrainItem,
+    collate,
+    kept_target_tokens,
+    policy_loss,
+    sequence_factors,
+    target_logprobs,
+    weighted_nll,
+)
+from rltf.train.report import log_scalars, progress_text, read_metrics
+from rltf.train.rollout import Actor, JudgeService, Prompts, Rollout, mean_or_none, stable_seed
+
+Evaluator = Callable[[Engine, "JudgeService", int, Path], dict[str, Any]]
+"""Periodic evaluation hook ``(engine, judge, step, out_dir) -> summary``; the CLI passes one built on
+:func:`rltf.evaluation.evaluate` (the trainer does not import evaluation: data flows the other way)."""
+
+
+
+# --------------------------------------------------------------------------- problems and sequences
+
+
+class ProblemSampler:
+    """Problems without replacement in a seeded shuffled order, reshuffled when exhausted (as the original)."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self._rng, self.order, self.pos, self.epoch = size, random.Random(seed), [], 0, 0
+        self._reshuffle()
+
+    def _reshuffle(self) -> None:
+        self.order = list(range(self.size))
+        self._rng.shuffle(self.order)
+        self.pos = 0
+
+    def draw(self, n: int) -> list[int]:
+        out = []
+        for _ in range(n):
+            if self.pos == self.size:
+                self.epoch += 1
+                self._reshuffle()
+            out.append(self.order[self.pos])
+            self.pos += 1
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"order": self.order, "pos": self.pos, "epoch": self.epoch, "rng": self._rng.getstate()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.order, self.pos, self.epoch = list(state["order"]), state["pos"], state["epoch"]
+        version, internal, gauss = state["rng"]
+        self._rng.setstate((version, tuple(internal), gauss))
+
+
+def load_problem_set(dataset: str, split: str | None, path: str | None, limit: int | None) -> list[Problem]:
+    """A registered benchmark (``rltf.datasets``) or a canonical problems ``.jsonl(.gz)`` file."""
+    from rltf.datasets import load_dataset
+
+    if Path(dataset).is_file():
+        return load_problems(dataset)[:limit]
+    return load_dataset(dataset, split, path, limit)
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """Runs (or resumes) one training run in ``run_dir``; see the module docstring for the loop."""
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
+                 evaluator: Evaluator | None = None, show_progress: bool | None = None) -> None:
+        self.config, self.run_dir, self.evaluator = config, Path(run_dir), evaluator
+        self.show_progress = config.log.progress if show_progress is None else show_progress
+        checkpoint = latest_checkpoint(self.run_dir) if resume else None
+        if not resume and ((self.run_dir / CHECKPOINTS).exists() or (self.run_dir / METRICS).exists()):
+            raise FileExistsError(f"{self.run_dir} already holds a run: resume it or choose another directory")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, self.run_dir / CONFIG)
+        set_threads(config.model.threads)
+        random.seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        torch.manual_seed(config.seed)
+
+        data = config.data
+        self.problems = load_problem_set(data.dataset, data.split, data.path, data.limit)
+        if not self.problems:
+            raise ValueError("no training problems")
+        self.references = [(i, s) for i, p in enumerate(self.problems) for s in range(len(p.solutions))]
+        if not config.rollout.enabled and not self.references:
+            raise ValueError("supervised fine-tuning (rollout.enabled=false) needs reference solutions; "
+                             "the training problems have none")
+        self.policy = self._load_policy(checkpoint)
+        # prompts are cut once, to what collate keeps beside a full-length completion
+        self.policy.max_prompt_tokens = config.optim.max_seq_len if self.policy.is_encoder_decoder else \
+            max(1, config.optim.max_seq_len - config.rollout.max_new_tokens)
+        self.model = self.policy.model
+        if config.optim.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in self.params if p.ndim >= 2]
+        rest = [p for p in self.params if p.ndim < 2]
+        opt = config.optim
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": opt.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+            lr=opt.lr, betas=(opt.betas[0], opt.betas[1]), eps=opt.eps)
+        from transformers import get_scheduler
+
+        self.scheduler = get_scheduler(opt.scheduler, self.optimizer, num_warmup_steps=opt.warmup_steps,
+                                       num_training_steps=config.steps)
+        self.buffer = OnlineBuffer(config.buffer.capacity, seed=stable_seed(config.seed, "buffer"),
+                                   mode=config.buffer.mode)
+        self.sampler = ProblemSampler(len(self.problems), seed=stable_seed(config.seed, "problems"))
+        self.sl_rng = random.Random(stable_seed(config.seed, "sl"))
+        self.step = 0
+        self.offline_done = False
+        self.prompts = Prompts(self.policy)
+        self._checkpoint_record: dict[str, Any] | None = None
+        if checkpoint is not None:
+            self._load_state(checkpoint)
+        self._truncate_metrics()
+
+    # ---------------------------------------------------------------- setup
+
+    def _load_policy(self, checkpoint: Path | None) -> Policy:
+        m = self.config.model
+        source = m.name
+        if checkpoint is not None and not m.lora.enabled:
+            source = str(checkpoint / "model")
+        elif m.random_init is not None:
+            source = str(self._random_model())
+        policy = Policy.load(source, allow_download=m.allow_download, style=m.style, dtype=m.dtype, device=m.device)
+        if m.lora.enabled:
+            from peft import LoraConfig, PeftModel, get_peft_model
+
+            if checkpoint is not None:
+                policy.model = PeftModel.from_pretrained(policy.model, checkpoint / "adapter", is_trainable=True)
+            else:
+                task = "SEQ_2_SEQ_LM" if policy.is_encoder_decoder else "CAUSAL_LM"
+                policy.model = get_peft_model(policy.model, LoraConfig(
+                    r=m.lora.r, lora_alpha=m.lora.alpha, lora_dropout=m.lora.dropout,
+                    target_modules=m.lora.target_modules, task_type=task))
+        return policy
+
+    def _random_model(self) -> Path:
+        """A random Llama with ``model.name``'s tokenizer, written once into the run directory."""
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+        out = self.run_dir / "init-model"
+        if (out / "config.json").is_file():
+            return out
+        name = self.config.model.name
+        if name == DEFAULT_MODEL:  # straight from the GGUF: no weight conversion needed
+            gguf = embedded_gguf()
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=not self.config.model.allow_download)
+        settings = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                    "pad_token_id": tokenizer.pad_token_id, "tie_word_embeddings": True,
+                    **(self.config.model.random_init or {})}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **settings))
+        tmp = self.run_dir / ".init-model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, out)
+        return out
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        dtype = self.config.optim.autocast
+        if not dtype:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.model.device.type, dtype=getattr(torch, dtype))
+
+    # ---------------------------------------------------------------- state
+
+    def save_checkpoint(self, record: dict[str, Any] | None = None) -> Path:
+        """Checkpoint this step (:func:`rltf.train.checkpoint.save`); ``record`` (this step's metrics
+        line) travels with it: the line is appended to ``metrics.jsonl`` only after the rename, so a
+        resume restores it if the kill came in between."""
+        state = {"step": self.step, "offline_done": self.offline_done, "sampler": self.sampler.state_dict(),
+                 "sl_rng": self.sl_rng.getstate(), "record": json.dumps(record)}
+        return save(self.run_dir / CHECKPOINTS, self.step, self.config.checkpoint.keep, self.policy, self.optimizer,
+                    self.scheduler, self.buffer, state)
+
+    def _load_state(self, checkpoint: Path) -> None:
+        self.buffer, state = load(checkpoint, self.optimizer, self.scheduler, self.model.device)
+        # overrides on resume apply from the next refresh
+        self.buffer.capacity, self.buffer.mode = self.config.buffer.capacity, self.config.buffer.mode
+        self.step, self.offline_done = state["step"], state["offline_done"]
+        self.sampler.load_state_dict(state["sampler"])
+        version, internal, gauss = state["sl_rng"]
+        self.sl_rng.setstate((version, tuple(internal), gauss))
+        self._checkpoint_record = json.loads(state["record"])
+
+    def _truncate_metrics(self) -> None:
+        """Make ``metrics.jsonl`` end at the checkpoint's step: later steps (and a torn last line) will
+        be redone, and the checkpoint's own line comes back if the kill came before it was written."""
+        path = self.run_dir / METRICS
+        kept = [r for r in read_metrics(self.run_dir) if r.get("step", 0) <= self.step]
+        if self._checkpoint_record and not any(r["step"] == self.step for r in kept):
+            kept.append(self._checkpoint_record)
+        if path.exists() or kept:
+            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self, stop_at: int | None = None) -> int:
+        """Train until ``config.steps`` (or ``stop_at``, to simulate an interruption); returns the step."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        target = min(self.config.steps, stop_at if stop_at is not None else self.config.steps)
+        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step + 1) \
+            if self.config.log.tensorboard else None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        progress = Progress(TextColumn("[bold]train"), BarColumn(bar_width=20), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("{task.fields[info]}"), disable=not self.show_progress)
+        engine = make_engine(self.policy, self.config.engine, version=self.step)
+        try:
+            with JudgeService(self.config.judge) as judge, progress, (self.run_dir / METRICS).open("a") as sink:
+                task = progress.add_task("train", total=self.config.steps, completed=self.step, info="")
+                actor = Actor(engine, judge, self.config, self.prompts, self._autocast)
+                if self.config.rollout.enabled and not self.config.rollout.online and not self.offline_done:
+                    self._offline_fill(actor)
+                self._maybe_eval(engine, judge, writer, progress)
+                while self.step < target:
+                    record = self._train_step(actor)
+                    if self.step % self.config.checkpoint.every == 0 or self.step == target:
+                        started = time.perf_counter()
+                        self.save_checkpoint(record)
+                        record["time_checkpoint_s"] = time.perf_counter() - started
+                    sink.write(json.dumps(record) + "\n")
+                    sink.flush()
+                    if writer is not None:
+                        log_scalars(writer, record)
+                    progress.update(task, completed=self.step, info=progress_text(record))
+                    self._maybe_eval(engine, judge, writer, progress)
+        finally:
+            engine.close()
+            if writer is not None:
+                writer.close()
+        return self.step
+
+    def _offline_fill(self, actor: Actor) -> None:
+        """CodeRL-style offline data: the initial policy samples every training problem once."""
+        per_call = self.config.rollout.problems_per_step
+        order = self.sampler.draw(len(self.problems))
+        for start in range(0, len(order), per_call):
+            batch = [self.problems[i] for i in order[start : start + per_call]]
+            self.buffer.stage(actor.rollout(batch, step=0).samples)
+        self.buffer.refresh(0)
+        self.offline_done = True
+
+    def _train_step(self, actor: Actor) -> dict[str, Any]:
+        started = time.perf_counter()
+        record: dict[str, Any] = {"step": self.step + 1}
+        if self.config.rollout.enabled and self.config.rollout.online:
+            rollout = self._rollout(actor)
+            self.buffer.stage(rollout.samples)
+            record.update(rollout.metrics())
+            record.update(self._logprob_gap(rollout.samples))
+        else:
+            record.update(Rollout().metrics())
+        added = dropped = 0
+        if self.step % self.config.buffer.update_freq == 0 or not self.buffer:
+            added, dropped = self.buffer.refresh(self.step)
+        stale = self.buffer.prune(self.step, self.config.buffer.max_staleness)
+        record.update({"buffer_size": len(self.buffer), "buffer_pending": len(self.buffer.pending),
+                       "buffer_added": added, "buffer_dropped": dropped, "buffer_dropped_stale": stale})
+        record.update(self._update())
+        record.update(self.buffer.usage())
+        self.step += 1
+        engine = actor.engine
+        due = self.config.rollout.enabled and (engine.shares_weights or self.step % self.config.engine.sync_every == 0)
+        record["time_sync_s"] = engine.sync(self.step) if due else 0.0
+        record["engine_version"] = engine.policy_version
+        record["time_step_s"] = time.perf_counter() - started
+        return record
+
+    def _rollout(self, actor: Actor) -> Rollout:
+        """This step's rollout; with dynamic sampling, more problems replace groups without signal
+        until ``problems_per_step`` groups carry some or ``max_rollouts`` calls were made."""
+        cfg = self.config.rollout
+        rollout, calls, wanted = Rollout(), 0, cfg.problems_per_step
+        while wanted > 0 and calls < (cfg.max_rollouts if cfg.dynamic_sampling else 1):
+            rollout.merge(actor.rollout([self.problems[i] for i in self.sampler.draw(wanted)], self.step))
+            calls += 1
+            wanted = cfg.problems_per_step - (rollout.groups - rollout.groups_without_signal)
+        return rollout
+
+    def _logprob_gap(self, samples: Sequence[Sample], n: int = 2) -> dict[str, Any]:
+        """Mean |engine log-prob - learner log-prob| over the tokens of up to ``n`` fresh samples (one extra
+        no-grad forward on them).
+
+        Both score the same tokens with the same weights (the samples' version is the learner's
+        step), so the gap is the engine's numerical mismatch (quantization, kernels): what
+        importance correction has to absorb.
+        """
+        fresh = [s for s in samples if s.policy_version == self.step and s.logprobs][:n]
+        if not fresh:
+            return {"logprob_gap": None}
+        started = time.perf_counter()
+        with torch.inference_mode():
+            learner, _, _, _ = self._logprobs([TrainItem(s.prompt_ids, s.completion_ids, [1.0] * len(s.completion_ids))
+                                            for s in fresh])
+        kept = [self._kept(s) for s in fresh]
+        engine = torch.tensor([lp for s, k in zip(fresh, kept) for lp in s.logprobs[:k]])
+        gap = (engine - learner.float().cpu()).abs()
+        return {"logprob_gap": float(gap.mean()), "logprob_gap_max": float(gap.max()),
+                "time_logprob_gap_s": time.perf_counter() - started}
+
+    def _sl_items(self, n: int) -> list[TrainItem]:
+        """``n`` uniformly random reference solutions of training problems (any problem, any solution)."""
+        items = []
+        eos = self.policy.tokenizer.eos_token_id
+        for _ in range(n if self.references else 0):
+            index, solution = self.sl_rng.choice(self.references)
+            problem = self.problems[index]
+            prompt, prompt_ids = self.prompts(problem)
+            target = self.policy.tokenizer(prompt.answer(problem.solutions[solution]),
+                                           add_special_tokens=False).input_ids + ([eos] if eos is not None else [])
+            items.append(TrainItem(prompt_ids, target, [1.0] * len(target)))
+        return items
+
+    def _logprobs(self, items: Sequence[TrainItem]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """The learner's log-probs of the items' target tokens, their weights and behaviour log-probs,
+        and the tokens fed."""
+        batch = collate(items, self.policy.tokenizer.pad_token_id, self.config.optim.max_seq_len,
+                        self.policy.is_encoder_decoder)
+        batch = {k: v.to(self.model.device) for k, v in batch.items()}
+        with self._autocast():
+            logp, weights, behaviour = target_logprobs(self.model, batch)
+        return logp, weights, behaviour, int(batch["attention_mask"].sum())
+
+    def _kept(self, sample: Sample) -> int:
+        return kept_target_tokens(len(sample.prompt_ids), len(sample.completion_ids), self.config.optim.max_seq_len,
+                                  self.policy.is_encoder_decoder)
+
+    def _update(self) -> dict[str, Any]:
+        """One optimizer step over ``grad_accum`` pairs of an RL micro-batch and an SL micro-batch."""
+        opt = self.config.optim
+        started = time.perf_counter()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        rl, sl, staleness, tokens = [], [], [], 0
+        diagnostics: dict[str, list[float]] = {}
+        # every RL micro-batch is drawn first: the global token mean needs the step's token count
+        drawn = [self.buffer.sample(opt.micro_batch) if opt.rl_weight else [] for _ in range(opt.grad_accum)]
+        kept = [[self._kept(s) for s in samples] for samples in drawn]
+        step_tokens = sum(map(sum, kept))
+        for samples, lengths in zip(drawn, kept):
+            if samples:
+                if opt.importance != "none" and any(not s.logprobs for s in samples):
+                    raise ValueError(f"optim.importance={opt.importance} needs the engine's log-probs on every "
+                                     "buffer sample")
+                factors = sequence_factors(lengths, opt.loss_aggregation, step_tokens, opt.grad_accum)
+                logp, returns, behaviour, n = self._logprobs(
+                    [TrainItem(s.prompt_ids, s.completion_ids, [c * r for r in s.returns], s.logprobs)
+                     for s, c in zip(samples, factors)])
+                loss, stats = policy_loss(logp, returns, behaviour, opt.importance, opt.clip_eps, opt.tis_cap)
+                (opt.rl_weight * loss / opt.grad_accum).backward()
+                rl.append(loss.item())
+                for key, value in stats.items():
+                    diagnostics.setdefault(key, []).append(value.item())
+                tokens += n
+                staleness.extend(self.step - s.policy_version for s in samples)
+            if opt.sl_weight:
+                items = self._sl_items(opt.micro_batch)
+                if items:
+                    logp, weights, _, n = self._logprobs(items)
+                    loss = weighted_nll(logp, weights)
+                    (opt.sl_weight * loss / opt.grad_accum).backward()
+                    sl.append(loss.item())
+                    tokens += n
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, opt.max_grad_norm if opt.max_grad_norm > 0
+                                                   else math.inf).item()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.model.eval()
+        elapsed = time.perf_counter() - started
+        loss_rl, loss_sl = mean_or_none(rl), mean_or_none(sl)
+        return {"loss": opt.rl_weight * (loss_rl or 0.0) + opt.sl_weight * (loss_sl or 0.0),
+                "loss_rl": loss_rl, "loss_sl": loss_sl, "lr": lr, "grad_norm": grad_norm,
+                "staleness_mean": mean_or_none(staleness), "staleness_max": max(staleness, default=None),
+                "train_tokens": tokens,
+                "importance_ratio_mean": mean_or_none(diagnostics.get("ratio", [])),
+                "importance_clip_frac": mean_or_none(diagnostics.get("clipped", [])),
+                "kl_behaviour_current": mean_or_none(diagnostics.get("kl", [])),
+                "time_train_s": elapsed, "tokens_per_s_train": tokens / elapsed if elapsed else None}
+
+    def _maybe_eval(self, engine: Engine, judge: JudgeService, writer: Any, progress: Any) -> None:
+        cfg, step = self.config.eval, self.step
+        due = (step == 0 and cfg.at_start) or (step == self.config.steps and cfg.at_end) \
+            or (cfg.every > 0 and step % cfg.every == 0)
+        out = self.run_dir / EVAL_DIR / f"step-{step:06d}"
+        if self.evaluator is None or not due or (out / "summary.json").exists():
+            return
+        if engine.policy_version != step:  # with sync_every > 1 the engine may hold older weights
+            engine.sync(step)
+        progress.stop()  # the evaluation shows its own progress bar; rich allows one at a time
+        devices = range(torch.cuda.device_count())
+        with torch.random.fork_rng(devices=devices), self._autocast():  # evaluation must not shift training RNG
+            summary = self.evaluator(engine, judge, step, out)
+        progress.start()
+        if writer is not None:
+            for k, v in summary.get("pass_at_k", {}).items():
+                writer.add_scalar(f"eval/pass@{k}", v, step)
+            writer.flush()
+
