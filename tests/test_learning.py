@@ -13,8 +13,9 @@ from rltf.synthetic import TEMPLATES
 from rltf.train import Trainer, read_metrics
 
 MARGIN = 0.15
-"""Reward rise (step 3 over step 1, reward in [-1.3, 1]) the test demands; see the closing note of
-the learning test for the rises measured with these settings."""
+"""Reward rise (step 3 over step 1; rewards lie in [-1.3, 1]) the test demands. Measured with these
+settings on the 2-core CPU: +0.49, +0.56 and +0.62 for seeds 0, 1 and 2 (0.29 -> 0.78, 0.35 -> 0.90,
+0.33 -> 0.94), so the margin is under a third of the smallest rise seen."""
 
 
 def test_synthetic_family_splits_and_reference_solutions() -> None:

@@ -56,9 +56,9 @@ from rltf.train.losses import (
 from rltf.train.report import log_scalars, progress_text, read_metrics
 from rltf.train.rollout import Actor, JudgeService, Prompts, Rollout, mean_or_none, stable_seed
 
-Evaluator = Callable[[Engine, "JudgeService", int, Path], dict[str, Any]]
-"""Periodic evaluation hook ``(engine, judge, step, out_dir) -> summary``; the CLI passes one built on
-:func:`rltf.evaluation.evaluate` (the trainer does not import evaluation: data flows the other way)."""
+Evaluator = Callable[[Engine, JudgeService, int, Path], dict[str, Any]]
+"""Periodic evaluation hook ``(engine, judge, step, out_dir) -> summary``; callers pass
+:func:`rltf.evaluation.train_evaluator` (the trainer does not import evaluation: data flows the other way)."""
 
 
 
