@@ -194,12 +194,12 @@ class Policy:
 
     def _tokenize(self, prompts: Sequence[Prompt], **kwargs: Any) -> Any:
         # a rendered chat template carries its own special tokens
-        encoded = self.tokenizer([p.text for p in prompts], add_special_tokens=self.style != "chat", **kwargs)
-        if self.max_prompt_tokens is None or all(len(ids) <= self.max_prompt_tokens for ids in encoded.input_ids):
-            return encoded
+        texts, special = [p.text for p in prompts], self.style != "chat"
+        if self.max_prompt_tokens is None:
+            return self.tokenizer(texts, add_special_tokens=special, **kwargs)
         side, self.tokenizer.truncation_side = self.tokenizer.truncation_side, "left"  # the question's end stays
         try:
-            return self.tokenizer([p.text for p in prompts], add_special_tokens=self.style != "chat", truncation=True,
+            return self.tokenizer(texts, add_special_tokens=special, truncation=True,
                                   max_length=self.max_prompt_tokens, **kwargs)
         finally:
             self.tokenizer.truncation_side = side
