@@ -22,11 +22,28 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rltf.config import differing_keys, load_config
+from rltf.config import TrainConfig, differing_keys, load_config
 from rltf.evaluation import train_evaluator
 from rltf.train import CONFIG, Trainer, read_evals, read_metrics
 
 TARGET_RISE, TARGET_LEVEL, TARGET_MINUTES = 0.30, 0.80, 30.0
+
+
+def run_minutes(run_dir: Path) -> tuple[float, float, float]:
+    """Minutes the run spent in all, training (steps + checkpoints) and evaluating, summed over sessions."""
+    records = read_metrics(run_dir)
+    train_s = sum((r.get("time_step_s") or 0.0) + (r.get("time_checkpoint_s") or 0.0) for r in records)
+    eval_s = sum(e["timing"]["wall_s"] for _, e in read_evals(run_dir))
+    return (train_s + eval_s) / 60, train_s / 60, eval_s / 60
+
+
+def train(config: TrainConfig, run_dir: Path) -> None:
+    """Run (or resume) ``config`` in ``run_dir``; a run started with other settings is an error."""
+    if (run_dir / CONFIG).is_file():
+        differ = differing_keys(load_config(str(run_dir / CONFIG)), config)
+        if differ:
+            raise SystemExit(f"{run_dir} was started with other settings ({', '.join(differ)}); use another --out")
+    Trainer(config, run_dir, resume=True, evaluator=train_evaluator(config)).run()
 
 
 def result(run_dir: Path, estimator: str) -> dict[str, Any]:
@@ -35,11 +52,8 @@ def result(run_dir: Path, estimator: str) -> dict[str, Any]:
     if len(evals) < 2:
         raise SystemExit(f"{run_dir} has {len(evals)} evaluation(s); the test needs one before and one after")
     (first, before), (last, after) = evals[0], evals[-1]
-    train_s = sum(r.get("time_step_s") or 0.0 for r in records) + sum(r.get("time_checkpoint_s") or 0.0
-                                                                     for r in records)
-    eval_s = sum(e["timing"]["wall_s"] for _, e in evals)
     pass_before, pass_after = before["pass_at_k"]["1"], after["pass_at_k"]["1"]
-    minutes = (train_s + eval_s) / 60
+    minutes, train_minutes, eval_minutes = run_minutes(run_dir)
     return {
         "estimator": estimator,
         "heldout_pass_before": pass_before,
@@ -47,8 +61,8 @@ def result(run_dir: Path, estimator: str) -> dict[str, Any]:
         "heldout_problems": after["problems"],
         "heldout_samples": after["samples"],
         "minutes": minutes,
-        "minutes_train": train_s / 60,
-        "minutes_eval": eval_s / 60,
+        "minutes_train": train_minutes,
+        "minutes_eval": eval_minutes,
         "steps": last - first,
         "target_met": minutes <= TARGET_MINUTES and (pass_after - pass_before >= TARGET_RISE
                                                      or pass_after >= TARGET_LEVEL),
@@ -105,13 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("runs/learning-test") / args.estimator
     overrides = [f"feedback.baseline={args.estimator}", f"seed={args.seed}",
                  *([f"steps={args.steps}"] if args.steps else []), *args.overrides]
-    config = load_config("learning-test", overrides)
     run_dir = out / "run"
-    if (run_dir / CONFIG).is_file():
-        differ = differing_keys(load_config(str(run_dir / CONFIG)), config)
-        if differ:
-            raise SystemExit(f"{run_dir} was started with other settings ({', '.join(differ)}); use another --out")
-    Trainer(config, run_dir, resume=True, evaluator=train_evaluator(config)).run()
+    train(load_config("learning-test", overrides), run_dir)
     res = result(run_dir, args.estimator)
     (out / "result.json").write_text(json.dumps(res, indent=1) + "\n")
     plot([res], out / "learning_curve.png")

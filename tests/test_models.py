@@ -46,3 +46,12 @@ def test_gguf_conversion_matches_the_gguf_logits(tmp_path: Path) -> None:
     assert converted.style == "chat" and converted.tokenizer.eos_token == "<|im_end|>"
     converted.model.save_pretrained(tmp_path / "resaved")  # a trained policy must be savable
     assert (tmp_path / "resaved" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(("has_bf16", "expected"), [(True, "bfloat16"), (False, None)])
+def test_auto_autocast_uses_bf16_only_where_the_cpu_has_it(has_bf16: bool, expected: str | None,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: has_bf16)
+    assert models.autocast_dtype("auto", "cpu") == expected
+    assert models.autocast_dtype("bfloat16", "cpu") == "bfloat16"  # an explicit dtype is kept
+    assert models.autocast_dtype(None, "cpu") is None

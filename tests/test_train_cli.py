@@ -40,6 +40,7 @@ def test_overrides_are_typed_by_the_dataclass_field() -> None:
     ("steps", "not key=value"),
     ("judge.stop_on_first_failure=true", "feedback.adaptive needs every test's result"),
     ("feedback.scale_std=true", "scale_std applies to baseline 'grpo' only"),
+    ("optim.autocast=fp8", "optim.autocast: 'fp8' is not one of"),
 ])
 def test_bad_overrides_fail_with_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

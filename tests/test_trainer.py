@@ -69,7 +69,12 @@ def test_importance_ratio_and_clipping_by_hand() -> None:
     returns = torch.tensor([1.0, 1.0, -2.0])
 
     plain, stats = policy_loss(logp, returns, behaviour, "none")
-    assert stats == {} and plain.item() == pytest.approx(weighted_nll(logp, returns).item())
+    assert plain.item() == pytest.approx(weighted_nll(logp, returns).item())
+    assert stats["ratio"].item() == pytest.approx((2.0 + 0.5 + 1.0) / 3) and "clipped" not in stats
+    unlogged, stats = policy_loss(logp, returns, None, "none")  # no stored log-probs: no diagnostics
+    assert stats == {} and unlogged.item() == plain.item()
+    with pytest.raises(ValueError, match="needs the behaviour log-probs"):
+        policy_loss(logp, returns, None, "ppo_clip")
 
     # PPO: min(ρA, clip(ρ, 0.8, 1.2)A) = min(2, 1.2), min(0.5, 0.8), -2 -> 1.2, 0.5, -2
     loss, stats = policy_loss(logp, returns, behaviour, "ppo_clip", clip_eps=0.2)

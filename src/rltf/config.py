@@ -124,8 +124,10 @@ class OptimConfig:
     rl_weight: float = 1.0
     sl_weight: float = 1.0
     max_seq_len: int = 768
-    autocast: str | None = None
-    """``bfloat16``/``float16`` autocast for forward passes (GPU); weights and optimizer stay float32."""
+    autocast: Literal["auto", "bfloat16", "float16"] | None = None
+    """``bfloat16``/``float16`` autocast for forward and backward passes; weights and optimizer stay
+    float32. ``auto``: bfloat16 where the hardware has it (GPUs; CPUs with AVX512-BF16 or AMX, where
+    it is about 2x float32), float16 on older GPUs, float32 on other CPUs (emulated bfloat16 is slower)."""
     gradient_checkpointing: bool = False
     importance: Literal["none", "ppo_clip", "tis"] = "none"
     """Correct the RL term for samples drawn by another policy than the learner's (a stale buffer

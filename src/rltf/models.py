@@ -135,6 +135,29 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); without it torch emulates
+    bfloat16 matmuls, many times slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(setting: str | None, device_type: str) -> str | None:
+    """The autocast dtype ``optim.autocast`` asks for on ``device_type``: ``auto`` is bfloat16 where
+    the hardware has it (a bf16 GPU, or a CPU with :func:`cpu_has_bf16`), float16 on other GPUs, and
+    none (float32) on other CPUs."""
+    if setting != "auto":
+        return setting
+    if device_type == "cuda":
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "bfloat16" if device_type == "cpu" and cpu_has_bf16() else None
+
+
 @dataclass
 class Policy:
     """A loaded model + tokenizer and the prompt style used with it."""

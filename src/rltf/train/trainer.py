@@ -32,7 +32,7 @@ import torch
 from rltf.buffer import OnlineBuffer, Sample
 from rltf.config import TrainConfig, save_config
 from rltf.generation import Engine, make_engine
-from rltf.models import DEFAULT_MODEL, Policy, embedded_gguf, set_threads
+from rltf.models import DEFAULT_MODEL, Policy, autocast_dtype, embedded_gguf, set_threads
 from rltf.problems import Problem, load_problems
 from rltf.train.checkpoint import (
     CHECKPOINTS,
@@ -212,7 +212,7 @@ class Trainer:
         return out
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        dtype = self.config.optim.autocast
+        dtype = autocast_dtype(self.config.optim.autocast, self.model.device.type)
         if not dtype:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.model.device.type, dtype=getattr(torch, dtype))
@@ -396,14 +396,13 @@ class Trainer:
         step_tokens = sum(map(sum, kept))
         for samples, lengths in zip(drawn, kept):
             if samples:
-                if opt.importance != "none" and any(not s.logprobs for s in samples):
-                    raise ValueError(f"optim.importance={opt.importance} needs the engine's log-probs on every "
-                                     "buffer sample")
                 factors = sequence_factors(lengths, opt.loss_aggregation, step_tokens, opt.grad_accum)
                 logp, returns, behaviour, n = self._logprobs(
                     [TrainItem(s.prompt_ids, s.completion_ids, [c * r for r in s.returns], s.logprobs)
                      for s, c in zip(samples, factors)])
-                loss, stats = policy_loss(logp, returns, behaviour, opt.importance, opt.clip_eps, opt.tis_cap)
+                stored = all(s.logprobs for s in samples)
+                loss, stats = policy_loss(logp, returns, behaviour if stored else None, opt.importance,
+                                          opt.clip_eps, opt.tis_cap)
                 (opt.rl_weight * loss / opt.grad_accum).backward()
                 rl.append(loss.item())
                 for key, value in stats.items():

@@ -1,0 +1,200 @@
+"""RL from an SFT warm start on MBPP, judged on the validation split: which estimator and importance setting?
+
+Two stages, each a resumable run under ``OUT`` (default ``benchmarks/mbpp-validation``):
+
+    python benchmarks/mbpp_validation.py sft                                  # configs/mbpp-sft.yaml
+    python benchmarks/mbpp_validation.py rl --estimator rloo --importance none  # configs/mbpp-rl.yaml
+    python benchmarks/mbpp_validation.py table                                # OUT/results.md + plot
+
+``sft`` fine-tunes the embedded SmolLM2-135M-Instruct on the MBPP train references; ``rl`` trains
+RL alone (no supervised term) from its last checkpoint, in ``OUT/<estimator>-<importance>``. Each
+writes ``result.json``: greedy pass@1 on the 90 MBPP validation problems (ids 511-600) before and
+after with a paired bootstrap interval over the problems, and for RL the sampled pass rate and
+verdict mix of the training problems' programs over the run. Choices are made on these numbers;
+the test split is not used. Repeating a command resumes its run (checkpoints are not committed:
+a new machine redoes ``sft`` first, which is seeded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from learning_test import run_minutes, train
+
+from rltf.config import load_config
+from rltf.train import read_evals, read_metrics
+from rltf.train.checkpoint import CONFIG, EVAL_DIR, latest_checkpoint
+
+ESTIMATORS, IMPORTANCE = ("greedy", "rloo", "grpo"), ("none", "ppo_clip", "tis")
+SHOWN = ("fail", "runtime", "compile")
+"""The verdict keys the table shows (wrong answer, runtime error, compile error); the result has all."""
+
+
+def problem_pass(eval_dir: Path) -> dict[str, float]:
+    """Each problem's share of passing programs in one evaluation (0 or 1 when greedy)."""
+    verdicts: dict[str, list[bool]] = {}
+    for line in (eval_dir / "samples.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        verdicts.setdefault(record["problem_id"], []).append(record["verdict"]["status"] == "pass")
+    return {pid: sum(v) / len(v) for pid, v in verdicts.items()}
+
+
+def paired_bootstrap(before: dict[str, float], after: dict[str, float], draws: int = 10_000,
+                     seed: int = 0) -> tuple[float, float]:
+    """95 % interval of the mean per-problem change, resampling problems (both evals share them)."""
+    problems = sorted(before)
+    diffs = [after[p] - before[p] for p in problems]
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choice(diffs) for _ in diffs) / len(diffs) for _ in range(draws))
+    return means[int(0.025 * draws)], means[int(0.975 * draws) - 1]
+
+
+def validation(run_dir: Path) -> dict[str, Any]:
+    """Greedy pass@1 on validation at the run's first and last evaluation, with the paired interval."""
+    evals = read_evals(run_dir)
+    if len(evals) < 2:
+        raise SystemExit(f"{run_dir} has {len(evals)} evaluation(s); a result needs one before and one after")
+    (first, before), (last, after) = evals[0], evals[-1]
+    by_problem = [problem_pass(run_dir / EVAL_DIR / f"step-{s:06d}") for s in (first, last)]
+    low, high = paired_bootstrap(*by_problem)
+    return {
+        "validation_pass_before": before["pass_at_k"]["1"],
+        "validation_pass_after": after["pass_at_k"]["1"],
+        "validation_change_ci95": [low, high],
+        "validation_gained": sum(by_problem[1][p] > by_problem[0][p] for p in by_problem[0]),
+        "validation_lost": sum(by_problem[1][p] < by_problem[0][p] for p in by_problem[0]),
+        "validation_problems": after["problems"],
+        "validation_verdicts_before": before["category"],
+        "validation_verdicts_after": after["category"],
+        "validation_curve": [{"step": s, "pass": e["pass_at_k"]["1"]} for s, e in evals],
+        "steps": last - first,
+        "minutes": run_minutes(run_dir)[0],
+    }
+
+
+def train_programs(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sampled pass rate and verdict mix of the training programs, first half of the run against second."""
+    half = len(records) // 2
+
+    def mix(part: list[dict[str, Any]]) -> dict[str, Any]:
+        counts: Counter[str] = Counter()
+        for r in part:
+            counts.update(r["verdicts"])
+        total = sum(counts.values())
+        return {"programs": total, "pass_rate": counts["pass"] / total if total else None, "verdicts": dict(counts)}
+
+    return {"train_first_half": mix(records[:half]), "train_second_half": mix(records[half:])}
+
+
+def sft_model(out: Path) -> Path:
+    """The finished SFT run's last checkpoint: the RL runs' starting weights."""
+    run_dir = out / "sft" / "run"
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None or int(checkpoint.name.split("-")[1]) != load_config(str(run_dir / CONFIG)).steps:
+        raise SystemExit(f"no finished SFT run in {run_dir}: run `python {sys.argv[0]} sft` first")
+    return checkpoint / "model"
+
+
+def run_sft(out: Path, overrides: list[str]) -> dict[str, Any]:
+    run_dir = out / "sft" / "run"
+    train(load_config("mbpp-sft", overrides), run_dir)
+    return {"arm": "sft", **validation(run_dir)}
+
+
+def run_rl(out: Path, estimator: str, importance: str, overrides: list[str]) -> dict[str, Any]:
+    config = load_config("mbpp-rl", [f"model.name={sft_model(out)}", f"feedback.baseline={estimator}",
+                                     f"optim.importance={importance}", *overrides])
+    run_dir = out / f"{estimator}-{importance}" / "run"
+    train(config, run_dir)
+    records = read_metrics(run_dir)
+    return {
+        "arm": f"{estimator}-{importance}", "estimator": estimator, "importance": importance,
+        **validation(run_dir), **train_programs(records),
+        "train_curve": [{"step": r["step"], "sample_pass_rate": r.get("sample_pass_rate"),
+                         "reward_mean": r.get("reward_mean"), "grad_norm": r.get("grad_norm"),
+                         "importance_ratio_mean": r.get("importance_ratio_mean"),
+                         "importance_clip_frac": r.get("importance_clip_frac"),
+                         "kl_behaviour_current": r.get("kl_behaviour_current"),
+                         "staleness_mean": r.get("staleness_mean")} for r in records],
+    }
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def table(out: Path) -> str:
+    """Markdown of every finished arm: validation pass@1 change, train pass rate and verdict shift."""
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
+    lines = ["| arm | validation pass@1 before → after | change (95 % CI) | gained / lost | "
+             "train sampled pass, 1st → 2nd half | train wrong / runtime / compile, 1st → 2nd half | minutes |",
+             "|---|---|---|---|---|---|---|"]
+    for res in results:
+        low, high = res["validation_change_ci95"]
+        change = res["validation_pass_after"] - res["validation_pass_before"]
+        first, second = res.get("train_first_half"), res.get("train_second_half")
+        train_pass = f"{pct(first['pass_rate'])} → {pct(second['pass_rate'])}" if first else "–"
+        shift = (" → ".join("/".join(str(part["verdicts"].get(v, 0)) for v in SHOWN) for part in (first, second))
+                 if first else "–")
+        lines.append(f"| {res['arm']} | {pct(res['validation_pass_before'])} → {pct(res['validation_pass_after'])} "
+                     f"| {100 * change:+.1f} ({100 * low:+.1f}, {100 * high:+.1f}) | "
+                     f"{res['validation_gained']} / {res['validation_lost']} | {train_pass} | {shift} | "
+                     f"{res['minutes']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for res in (r for r in results if "train_curve" in r):
+        curve = [c for c in res["train_curve"] if c["sample_pass_rate"] is not None]
+        line, = left.plot([c["step"] for c in curve], [100 * c["sample_pass_rate"] for c in curve],
+                          label=res["arm"], alpha=0.8)
+        right.plot([c["step"] for c in res["validation_curve"]], [100 * c["pass"] for c in res["validation_curve"]],
+                   marker="o", color=line.get_color(), label=res["arm"])
+    left.set_title("MBPP train: sampled programs passing", fontsize=10)
+    right.set_title("MBPP validation: greedy pass@1", fontsize=10)
+    for ax in (left, right):
+        ax.set_xlabel("optimizer step (RL, from the SFT checkpoint)")
+        ax.set_ylabel("%")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("stage", choices=("sft", "rl", "table"))
+    parser.add_argument("--estimator", choices=ESTIMATORS, default="rloo")
+    parser.add_argument("--importance", choices=IMPORTANCE, default="none")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/mbpp-validation"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="further config overrides (a dry run: --set steps=2 --set eval.limit=4)")
+    args = parser.parse_args(argv)
+    if args.stage == "table":
+        (args.out / "results.md").write_text(table(args.out))
+        plot(args.out)
+        print(table(args.out))
+        return 0
+    res = (run_sft(args.out, args.overrides) if args.stage == "sft"
+           else run_rl(args.out, args.estimator, args.importance, args.overrides))
+    (args.out / res["arm"] / "result.json").write_text(json.dumps(res, indent=1) + "\n")
+    print(f"{res['arm']}: validation pass@1 {pct(res['validation_pass_before'])}% -> "
+          f"{pct(res['validation_pass_after'])}% in {res['minutes']:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
