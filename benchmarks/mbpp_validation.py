@@ -129,9 +129,13 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
-def table(out: Path) -> str:
-    """Markdown of every finished arm: validation pass@1 change, train pass rate and verdict shift."""
-    results = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
+def finished(out: Path) -> list[dict[str, Any]]:
+    """The ``result.json`` of every finished arm under ``out``, by arm name."""
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """Markdown of the arms: validation pass@1 change, train pass rate and verdict shift."""
     lines = ["| arm | validation pass@1 before → after | change (95 % CI) | gained / lost | "
              "train sampled pass, 1st → 2nd half | train wrong / runtime / compile, 1st → 2nd half | minutes |",
              "|---|---|---|---|---|---|---|"]
@@ -149,13 +153,12 @@ def table(out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(out: Path) -> None:
+def plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     for res in (r for r in results if "train_curve" in r):
         curve = [c for c in res["train_curve"] if c["sample_pass_rate"] is not None]
@@ -170,7 +173,7 @@ def plot(out: Path) -> None:
         ax.set_ylabel("%")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -184,9 +187,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="further config overrides (a dry run: --set steps=2 --set eval.limit=4)")
     args = parser.parse_args(argv)
     if args.stage == "table":
-        (args.out / "results.md").write_text(table(args.out))
-        plot(args.out)
-        print(table(args.out))
+        results = finished(args.out)
+        text = table(results)
+        (args.out / "results.md").write_text(text)
+        plot(results, args.out / "curves.png")
+        print(text)
         return 0
     res = (run_sft(args.out, args.overrides) if args.stage == "sft"
            else run_rl(args.out, args.estimator, args.importance, args.overrides))
