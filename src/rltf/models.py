@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import importlib.metadata
 import importlib.util
 import os
@@ -135,9 +136,10 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); without it torch emulates
-    bfloat16 matmuls, many times slower than float32."""
+    bfloat16 matmuls, many times slower than float32. Read once: the trainer asks before every forward."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
