@@ -17,6 +17,7 @@ from rltf.train.losses import (
     kept_target_tokens,
     policy_loss,
     sequence_factors,
+    takes_logits_to_keep,
     target_logprobs,
     weighted_nll,
 )
@@ -61,6 +62,38 @@ def test_policy_gradient_and_cross_entropy_by_hand() -> None:
     ce = weighted_nll(logp.detach(), torch.ones(3))
     assert ce.item() == pytest.approx(-(math.log(3 / 5) + 2 * math.log(2 / 5)) / 3, abs=1e-6)
     assert weighted_nll(torch.zeros(0), torch.zeros(0)).item() == 0.0
+
+
+def test_lm_head_on_target_positions_only_gives_the_same_logprobs_and_gradients() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2))
+
+    class NoKeep(torch.nn.Module):  # the same model behind a forward without logits_to_keep
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+    items = [TrainItem([3, 4, 5], [6, 7], [1.0, -0.5]), TrainItem([8], [9, 10, 11, 12], [0.3, 0.3, 0.3, 2.0])]
+    batch = collate(items, pad_id=0, max_len=16, encoder_decoder=False)
+    assert takes_logits_to_keep(model) and not takes_logits_to_keep(NoKeep())
+    with torch.no_grad():  # by hand: every position's logits, row t scoring token t + 1
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    by_hand = [torch.log_softmax(logits[row, start + t - 1], -1)[token].item() for row, item in enumerate(items)
+               for start in [len(item.prompt_ids)] for t, token in enumerate(item.target_ids)]
+    grads = []
+    for wrapped in (model, NoKeep()):
+        model.zero_grad()
+        logp, weights, _ = target_logprobs(wrapped, batch)
+        assert logp.tolist() == pytest.approx(by_hand, abs=1e-5)
+        weighted_nll(logp, weights).backward()
+        grads.append(model.model.embed_tokens.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-6) and grads[0].abs().sum() > 0
 
 
 def test_importance_ratio_and_clipping_by_hand() -> None:

@@ -7,6 +7,7 @@ reference solutions. Read this file first; the rest of the package feeds it.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,12 +90,20 @@ def _behaviour(item: TrainItem) -> list[float]:
     return list(item.behaviour) if item.behaviour else [0.0] * len(item.target_ids)
 
 
+def takes_logits_to_keep(model: Any) -> bool:
+    """Whether the (possibly PEFT-wrapped) model's forward takes transformers' ``logits_to_keep``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
 def target_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``log p(w_t | context, w_<t)`` of every target token, flattened, and the matching weights and
     behaviour log-probs.
 
     Only the target positions go through ``log_softmax`` (the vocabulary-wide tensor is the largest
-    one in the step, so prompt positions are dropped before it is formed).
+    one in the step, so prompt positions are dropped before it is formed). A causal LM that takes
+    ``logits_to_keep`` (transformers' models do) skips the LM head on them too: the prompt is most
+    of each sequence, and the head is about a fifth of a small model's FLOPs.
     """
     if "labels" in batch:
         decoder_ids = model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
@@ -103,9 +112,16 @@ def target_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.T
         mask = batch["labels"] != -100
         picked, targets = logits[mask], batch["labels"][mask]
     else:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         mask = batch["target_mask"]
-        picked, targets = logits[:, :-1][mask[:, 1:]], batch["input_ids"][:, 1:][mask[:, 1:]]
+        predicts = torch.zeros_like(mask)
+        predicts[:, :-1] = mask[:, 1:]  # position t predicts the token at t + 1
+        targets = batch["input_ids"][:, 1:][mask[:, 1:]]
+        if takes_logits_to_keep(model):
+            # a boolean mask makes the model return the kept rows flattened, in row-major order
+            picked = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           logits_to_keep=predicts).logits
+        else:
+            picked = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[predicts]
         mask = mask.clone()
         mask[:, 0] = False  # a target at position 0 has no context; collate never makes one
     logp = torch.log_softmax(picked.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
