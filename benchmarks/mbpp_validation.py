@@ -28,21 +28,13 @@ from typing import Any
 from learning_test import run_minutes, train
 
 from rltf.config import load_config
+from rltf.evaluation import SAMPLES, per_problem_pass
 from rltf.train import read_evals, read_metrics
 from rltf.train.checkpoint import CONFIG, EVAL_DIR, latest_checkpoint
 
 ESTIMATORS, IMPORTANCE = ("greedy", "rloo", "grpo"), ("none", "ppo_clip", "tis")
 SHOWN = ("fail", "runtime", "compile")
 """The verdict keys the table shows (wrong answer, runtime error, compile error); the result has all."""
-
-
-def problem_pass(eval_dir: Path) -> dict[str, float]:
-    """Each problem's share of passing programs in one evaluation (0 or 1 when greedy)."""
-    verdicts: dict[str, list[bool]] = {}
-    for line in (eval_dir / "samples.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        verdicts.setdefault(record["problem_id"], []).append(record["verdict"]["status"] == "pass")
-    return {pid: sum(v) / len(v) for pid, v in verdicts.items()}
 
 
 def paired_bootstrap(before: dict[str, float], after: dict[str, float], draws: int = 10_000,
@@ -61,7 +53,7 @@ def validation(run_dir: Path) -> dict[str, Any]:
     if len(evals) < 2:
         raise SystemExit(f"{run_dir} has {len(evals)} evaluation(s); a result needs one before and one after")
     (first, before), (last, after) = evals[0], evals[-1]
-    by_problem = [problem_pass(run_dir / EVAL_DIR / f"step-{s:06d}") for s in (first, last)]
+    by_problem = [per_problem_pass(run_dir / EVAL_DIR / f"step-{s:06d}" / SAMPLES) for s in (first, last)]
     low, high = paired_bootstrap(*by_problem)
     return {
         "validation_pass_before": before["pass_at_k"]["1"],

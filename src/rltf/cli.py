@@ -429,5 +429,26 @@ def report(run_dir: Path = typer.Argument(..., help="A training run directory (r
     _print_run(run_dir)
 
 
+
+@app.command()
+def ablate(
+    spec: Path = typer.Argument(..., help="Ablation spec: YAML with base, overrides, arms, seeds, steps, "
+                                "reference and eval (see rltf.ablation)."),
+    out: Path = typer.Option(..., "--out", help="Output directory (rerun with the same one to resume)."),
+) -> None:
+    """Train every arm of SPEC for every seed on pinned cores, evaluate each run on every eval target,
+    and compare the arms with the reference (ablation.json, ablation.md, ablation.png in --out)."""
+    from rltf.ablation import run_ablation
+    from rltf.config import ConfigError
+
+    if not spec.is_file():
+        raise typer.BadParameter(f"{spec} is not a file", param_hint="SPEC")
+    console = Console(soft_wrap=True)
+    try:
+        run_ablation(spec, out, echo=console.print)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="SPEC") from None
+    console.print((out / "ablation.md").read_text())
+
 def main() -> None:
     app()

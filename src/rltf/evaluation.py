@@ -129,6 +129,15 @@ def _check_settings(out: Path, settings: EvalSettings) -> None:
         path.write_text(json.dumps(wanted, indent=2) + "\n")
 
 
+def per_problem_pass(samples: str | Path) -> dict[str, float]:
+    """Each problem's share of passing programs in a ``samples.jsonl`` (0 or 1 when greedy): the unit
+    paired comparisons resample."""
+    verdicts: dict[str, list[bool]] = defaultdict(list)
+    for record in _read_samples(Path(samples)):
+        verdicts[record["problem_id"]].append(record["verdict"]["status"] == "pass")
+    return {pid: sum(v) / len(v) for pid, v in verdicts.items()}
+
+
 def _category(verdict: Verdict) -> str:
     """The verdict mix's label: the status, and for crashes also the phase (``error/timeout``)."""
     return f"error/{verdict.error.phase}" if verdict.status == "error" and verdict.error else verdict.status

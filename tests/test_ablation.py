@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rltf.ablation import (
+    RESULT,
+    AblationSpec,
+    EvalTarget,
+    bootstrap_mean,
+    cpu_slots,
+    load_spec,
+    run_ablation,
+    sign_test,
+)
+from rltf.config import ConfigError
+from rltf.train import read_metrics
+
+
+def test_bootstrap_interval_matches_the_binomial_standard_error() -> None:
+    rng = np.random.default_rng(1)
+    matrix = (rng.random((1, 400)) < 0.25).astype(float)  # one seed, 400 problems, ~25 % pass
+    low, high = bootstrap_mean(matrix, draws=4000)
+    mean = matrix.mean()
+    half = 1.96 * math.sqrt(mean * (1 - mean) / 400)
+    assert low < mean < high
+    assert (high - low) / 2 == pytest.approx(half, rel=0.15)
+    assert bootstrap_mean(np.full((3, 50), 0.5), draws=500) == (0.5, 0.5)  # no spread, no interval
+
+
+def test_bootstrap_resamples_seeds_as_well_as_problems() -> None:
+    # seed 0 fails everything, seed 1 passes everything: only resampling seeds can move the mean
+    low, high = bootstrap_mean(np.array([[0.0] * 20, [1.0] * 20]), draws=2000)
+    assert (low, high) == (0.0, 1.0)
+
+
+def test_sign_test_by_hand() -> None:
+    # 8 better, 2 worse, 5 ties: p = 2 * (C(10,0) + C(10,1) + C(10,2)) / 2^10
+    diffs = np.array([1] * 8 + [-1] * 2 + [0] * 5)
+    assert sign_test(diffs) == pytest.approx(2 * (1 + 10 + 45) / 1024)
+    assert sign_test(np.zeros(7)) == 1.0
+    assert sign_test(np.array([1, -1])) == 1.0
+    assert sign_test(np.array([0.5] * 6)) == pytest.approx(2 / 64)  # fractions count by their sign
+
+
+def _spec(tmp_path: Path, arms: dict[str, list[str]], **extra: object) -> Path:
+    spec = {"base": "tiny-smoke", "overrides": ["data.limit=4"], "arms": arms, "seeds": [0], "steps": 2,
+            "reference": next(iter(arms)), "eval": [{"dataset": "mbpp", "split": "validation", "limit": 2}],
+            "threads": 1, **extra}
+    path = tmp_path / "spec.yaml"
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return path
+
+
+def test_spec_errors_are_caught_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="reference"):
+        load_spec(_spec(tmp_path, {"a": []}, reference="b"))
+    with pytest.raises(ConfigError, match="unknown keys"):
+        load_spec(_spec(tmp_path, {"a": []}, arm=["x"]))
+    with pytest.raises(ConfigError, match="no_such_key"):
+        run_ablation(_spec(tmp_path, {"a": ["optim.no_such_key=1"]}), tmp_path / "out")
+    assert not (tmp_path / "out" / "a").exists()
+
+
+def test_cpu_slots_are_disjoint_and_sized_by_threads() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    spec = AblationSpec("tiny-smoke", {"a": []}, [0], 1, "a", [EvalTarget("mbpp")], threads=1)
+    slots = cpu_slots(spec)
+    assert len(slots) == len(cpus) and sorted(c for s in slots for c in s) == cpus
+    assert cpu_slots(AblationSpec("tiny-smoke", {"a": []}, [0], 1, "a", [EvalTarget("mbpp")], parallel=1)) == [
+        (cpus[0],)]
+    with pytest.raises(ConfigError, match="cores"):
+        cpu_slots(AblationSpec("tiny-smoke", {"a": []}, [0], 1, "a", [EvalTarget("mbpp")], threads=len(cpus) + 1))
+
+
+def test_two_arms_run_pinned_evaluate_and_resume(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    spec = _spec(tmp_path, {"coarse": ["feedback.adaptive=false", "feedback.fine_grained=false"], "full": []})
+    summary = run_ablation(spec, out, echo=lambda _: None)
+    rows = summary["rows"]
+    assert [(r["arm"], r["dataset"]) for r in rows] == [("coarse", "mbpp-validation-first2"),
+                                                        ("full", "mbpp-validation-first2")]
+    for row in rows:
+        assert row["problems"] == 2 and 0 <= row["pass@1"] <= 1 and row["ci95"][0] <= row["pass@1"] <= row["ci95"][1]
+        assert sum(row["verdicts"].values()) == 2
+        assert row["compute_per_run"]["steps"] == 2 and row["compute_per_run"]["samples"] == 8  # 2 steps x 2 x 2
+    assert rows[0]["vs_reference"]["diff"] == 0 and rows[0]["vs_reference"]["p"] == 1.0
+    results = [json.loads((out / arm / "seed-0" / RESULT).read_text()) for arm in ("coarse", "full")]
+    for result in results:  # each child on one core of its own, with one torch thread
+        assert len(result["cpus"]) == 1 and result["torch_threads"] == 1
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert results[0]["cpus"] != results[1]["cpus"]
+    for name in ("ablation.json", "ablation.md", "ablation.png"):
+        assert (out / name).stat().st_size > 0
+    assert "| full | mbpp-validation-first2 (2) |" in (out / "ablation.md").read_text()
+
+    # half finished: "full" was killed while evaluating; "coarse" is done and must not run again
+    (out / "full" / "seed-0" / RESULT).unlink()
+    done = (out / "coarse" / "seed-0" / "metrics.jsonl").stat().st_mtime_ns
+    messages: list[str] = []
+    again = run_ablation(spec, out, echo=messages.append)
+    assert messages[0].startswith("1 runs finished, 1 to go")
+    assert (out / "coarse" / "seed-0" / "metrics.jsonl").stat().st_mtime_ns == done
+    assert [r["step"] for r in read_metrics(out / "full" / "seed-0")] == [1, 2]  # resumed, not retrained
+    for before, after in zip(summary["rows"], again["rows"], strict=True):  # the same samples, scored again
+        assert {k: v for k, v in after.items() if k != "compute_per_run"} == {
+            k: v for k, v in before.items() if k != "compute_per_run"}
+        assert after["compute_per_run"]["wall_s"] >= before["compute_per_run"]["wall_s"]
