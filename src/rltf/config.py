@@ -70,6 +70,9 @@ class DataConfig:
     split: str | None = "train"
     path: str | None = None
     limit: int | None = None
+    drop_leaks: bool = True
+    """Leave out the 42 MBPP train tasks that duplicate or nearly duplicate a validation or test task
+    (:func:`rltf.datasets.drop_mbpp_leaks`) before ``limit``; other datasets are unaffected."""
 
 
 @dataclass

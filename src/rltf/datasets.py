@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DATA_DIR = Path(__file__).parent / "data"
+LEAKS_FILE = DATA_DIR / "mbpp_train_leaks.json"
 
 # Upstream MBPP README: task ids 1-10 are few-shot prompts, 11-510 test, 511-600 validation, 601-974 train.
 MBPP_SPLITS = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
@@ -111,6 +112,15 @@ def load_mbpp(split: str | None = None, path: str | Path | None = None) -> list[
     source = Path(path) if path else DATA_DIR / "mbpp.jsonl.gz"
     problems = _jsonl(source, lambda r: _mbpp_problem(r, "mbpp", r["text"], r["test_setup_code"]))
     return _in_split(problems, split)
+
+
+def drop_mbpp_leaks(problems: list[Problem]) -> list[Problem]:
+    """``problems`` without the MBPP train tasks that duplicate or nearly duplicate a validation or
+    test task (``data/mbpp_train_leaks.json``, found by ``scripts/find_mbpp_leaks.py``; the rule is
+    in its docstring). Sanitized MBPP keeps the task ids, so the list holds there too; problems of
+    other benchmarks pass through."""
+    leaked = {int(leak["train"].rsplit("/", 1)[1]) for leak in json.loads(LEAKS_FILE.read_text())}
+    return [p for p in problems if not (p.source in ("mbpp", "mbpp-sanitized") and _number(p) in leaked)]
 
 
 def load_mbpp_sanitized(split: str | None = None, path: str | Path | None = None) -> list[Problem]:

@@ -31,6 +31,7 @@ import torch
 
 from rltf.buffer import OnlineBuffer, Sample
 from rltf.config import TrainConfig, save_config
+from rltf.datasets import drop_mbpp_leaks
 from rltf.generation import Engine, make_engine
 from rltf.models import DEFAULT_MODEL, Policy, autocast_dtype, embedded_gguf, set_threads
 from rltf.problems import Problem, load_problems
@@ -126,7 +127,10 @@ class Trainer:
         torch.manual_seed(config.seed)
 
         data = config.data
-        self.problems = load_problem_set(data.dataset, data.split, data.path, data.limit)
+        self.problems = load_problem_set(data.dataset, data.split, data.path, None)
+        if data.drop_leaks:
+            self.problems = drop_mbpp_leaks(self.problems)
+        self.problems = self.problems[:data.limit]
         if not self.problems:
             raise ValueError("no training problems")
         self.references = [(i, s) for i, p in enumerate(self.problems) for s in range(len(p.solutions))]
