@@ -1,7 +1,7 @@
 """RLTF's learning test: does RL alone raise the pass rate where learning is easy?
 
 RL only (no supervised term), from the embedded SmolLM2-135M-Instruct, on the synthetic family
-(``rltf.synthetic``), with ``configs/learning-test.yaml``; ``--estimator`` picks the advantage
+(``rltf.synthetic``), with ``rltf/configs/learning-test.yaml``; ``--estimator`` picks the advantage
 estimator. The held-out pass rate is the share of sampled programs (8 per held-out problem) that
 pass, before and after training. Target on a 2-core CPU: +30 points, or at least 80 %, within 30
 minutes per estimator.
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="further config overrides (dotted keys of configs/learning-test.yaml)")
+                        help="further config overrides (dotted keys of rltf/configs/learning-test.yaml)")
     parser.add_argument("--plot", nargs="+", type=Path, default=None, metavar="RESULT_DIR",
                         help="draw finished results into OUT/learning_curves.png instead of running")
     args = parser.parse_args(argv)

@@ -2,8 +2,8 @@
 
 Two stages, each a resumable run under ``OUT`` (default ``benchmarks/mbpp-validation``):
 
-    python benchmarks/mbpp_validation.py sft                                  # configs/mbpp-sft.yaml
-    python benchmarks/mbpp_validation.py rl --estimator rloo --importance none  # configs/mbpp-rl.yaml
+    python benchmarks/mbpp_validation.py sft                                  # rltf/configs/mbpp-sft.yaml
+    python benchmarks/mbpp_validation.py rl --estimator rloo --importance none  # rltf/configs/mbpp-rl.yaml
     python benchmarks/mbpp_validation.py table                                # OUT/results.md + plot
 
 ``sft`` fine-tunes the embedded SmolLM2-135M-Instruct on the MBPP train references; ``rl`` trains

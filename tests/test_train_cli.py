@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from rltf.cli import app
-from rltf.config import ConfigError, TrainConfig, load_config
+from rltf.config import CONFIG_DIR, ConfigError, TrainConfig, load_config
 
 
 def test_shipped_configs_load_and_the_default_is_embedded() -> None:
@@ -19,6 +23,18 @@ def test_shipped_configs_load_and_the_default_is_embedded() -> None:
     assert paper.optim.warmup_steps == 500 and 2 * paper.optim.micro_batch * paper.optim.grad_accum == 32
     assert load_config("qwen-coder-mbpp").model.name.startswith("Qwen/")
     assert load_config("tiny-smoke").model.random_init is not None
+
+
+def test_named_configs_ship_in_the_wheel(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path), str(Path(__file__).parents[1])], check=True)
+    site = tmp_path / "site"
+    zipfile.ZipFile(next(tmp_path.glob("rltf-*.whl"))).extractall(site)
+    assert {p.name for p in (site / "rltf" / "configs").glob("*.yaml")} == {p.name for p in CONFIG_DIR.glob("*.yaml")}
+    code = "import rltf.config as c; print(c.resolve_config('tiny-smoke')); print(c.load_config('mbpp-rl').steps)"
+    shown = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert shown == [str(site / "rltf" / "configs" / "tiny-smoke.yaml"), str(load_config("mbpp-rl").steps)]
 
 
 def test_overrides_are_typed_by_the_dataclass_field() -> None:

@@ -1,6 +1,6 @@
 """Training configuration: nested dataclasses, read from YAML and ``key=value`` overrides.
 
-The dataclass defaults *are* the embedded default run (``configs/smollm2-mbpp-cpu.yaml`` repeats
+The dataclass defaults *are* the embedded default run (``rltf/configs/smollm2-mbpp-cpu.yaml`` repeats
 them for reading), so ``rltf train`` works from an installed wheel with no file at all. Unknown
 keys and values of the wrong type fail loudly with the dotted key: a misspelt ablation switch would
 otherwise silently run the default experiment.
@@ -21,8 +21,9 @@ from rltf.feedback import FeedbackConfig
 from rltf.generation import EngineConfig
 from rltf.judge import JudgeConfig
 
-CONFIG_DIR_NAMES = ("configs",)
 DEFAULT_CONFIG = "smollm2-mbpp-cpu"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+"""The named configs (``--config tiny-smoke``), shipped inside the package like its data."""
 
 
 class ConfigError(ValueError):
@@ -360,24 +361,17 @@ def _parse_value(text: str, kind: Any) -> Any:
         raise ConfigError(f"cannot parse {text!r}: {exc}") from None
 
 
-def config_dirs() -> list[Path]:
-    """Where named configs live: the package's ``configs/`` (wheel installs) and the repository's."""
-    package = Path(__file__).resolve().parent
-    return [package / "configs", package.parent.parent / "configs"]
-
-
 def resolve_config(name: str) -> Path | None:
     """A path, or a config name such as ``tiny-smoke``; None for the embedded default when no file exists."""
     path = Path(name)
     if path.is_file():
         return path
-    for folder in config_dirs():
-        candidate = folder / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
-        if candidate.is_file():
-            return candidate
+    candidate = CONFIG_DIR / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if candidate.is_file():
+        return candidate
     if name == DEFAULT_CONFIG:
         return None
-    known = sorted({p.stem for d in config_dirs() if d.is_dir() for p in d.glob("*.yaml")})
+    known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
     raise ConfigError(f"no config {name!r} (a YAML file, or one of: {', '.join(known) or 'none found'})")
 
 
