@@ -132,11 +132,12 @@ def test_eval_cli_end_to_end_and_resume(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("engine", "label"), [("auto", f"llamacpp/{default_compute_type()}"), ("ct2", "ct2/float32")])
 def test_eval_with_a_fast_engine_records_it(tmp_path: Path, engine: str, label: str) -> None:
     model = make_tiny_model(tmp_path / "tiny")
-    args = ["eval", "--model", str(model), "--dataset", "humaneval", "--limit", "2", "--n", "1", "--k", "1",
+    args = ["eval", "--model", str(model), "--dataset", "humaneval", "--limit", "2", "--n", "1",
             "--temperature", "0", "--max-new-tokens", "8", "--workers", "1", "--engine", engine,
             "--out", str(tmp_path / "out")]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, args)  # no --k: of the default 1,5,10 only k=1 fits n=1
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["ks"] == [1] and list(summary["pass_at_k"]) == ["1"]
     assert summary["generation"]["engine"] == label and 0 < summary["generation"]["new_tokens"] <= 16
     assert summary["samples"] == 2

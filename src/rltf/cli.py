@@ -114,7 +114,8 @@ def eval_command(
                                      "else all; 'all' for every split)."),
     data: str | None = typer.Option(None, help="Local copy of the benchmark's raw data, if not the default."),
     n: int = typer.Option(10, help="Samples per problem."),
-    k: str = typer.Option("1,5,10", help="Comma-separated k values for pass@k (each <= n)."),
+    k: str | None = typer.Option(None, help="Comma-separated k values for pass@k, each <= n (default: those of "
+                                 "1,5,10 that are)."),
     temperature: float = typer.Option(0.6, help="Sampling temperature; 0 = greedy."),
     top_p: float = typer.Option(0.95, "--top-p"),
     max_new_tokens: int = typer.Option(384, "--max-new-tokens"),
@@ -144,7 +145,7 @@ def eval_command(
     from rltf.models import Policy, set_threads
     from rltf.problems import load_problems
 
-    ks = [int(x) for x in k.split(",") if x.strip()]
+    ks = [int(x) for x in k.split(",") if x.strip()] if k else [x for x in (1, 5, 10) if x <= n]
     if style not in ("auto", "chat", "base"):
         raise typer.BadParameter("--style must be auto, chat or base")
     if any(x > n for x in ks):
@@ -338,8 +339,8 @@ def data_verify(
 
 OVERRIDES_HELP = ("Config overrides as dotted key=value, e.g. optim.lr=3e-6 feedback.fine_grained=false "
                   "rollout.online=false.")
-CONFIG_HELP = ("Config YAML file or name in configs/ (tiny-smoke, learning-test, codet5-apps, qwen-coder-mbpp, "
-               "...); default: smollm2-mbpp-cpu.")
+CONFIG_HELP = ("Config YAML file or the name of one shipped in rltf/configs/ (tiny-smoke, learning-test, "
+               "codet5-apps, qwen-coder-mbpp, ...); default: smollm2-mbpp-cpu.")
 RESUME_HELP = ("Continue the run in --out from its last checkpoint with its config.yaml (overrides still apply; a "
                "--config must match it); start it if --out holds no run yet.")
 
