@@ -18,8 +18,8 @@ from rltf.ablation import (
     run_ablation,
     sign_test,
 )
-from rltf.config import ConfigError
-from rltf.train import read_metrics
+from rltf.config import ConfigError, load_config
+from rltf.train import CONFIG, read_metrics
 
 
 def test_bootstrap_interval_matches_the_binomial_standard_error() -> None:
@@ -78,10 +78,17 @@ def test_cpu_slots_are_disjoint_and_sized_by_threads() -> None:
         cpu_slots(AblationSpec("tiny-smoke", {"a": []}, [0], 1, "a", [EvalTarget("mbpp")], threads=len(cpus) + 1))
 
 
-def test_two_arms_run_pinned_evaluate_and_resume(tmp_path: Path) -> None:
+def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    spec = _spec(tmp_path, {"coarse": ["feedback.adaptive=false", "feedback.fine_grained=false"], "full": []})
+    warm = {"base": "tiny-smoke", "overrides": ["steps=1", "rollout.enabled=false", "optim.rl_weight=0",
+                                                 "data.limit=4", "log.tensorboard=false"]}
+    spec = _spec(tmp_path, {"coarse": ["feedback.adaptive=false", "feedback.fine_grained=false"], "full": []},
+                 warm_start=warm, overrides=["data.limit=4", "model.random_init=null", "log.tensorboard=false"])
     summary = run_ablation(spec, out, echo=lambda _: None)
+    warm_model = out / "warm-start" / "checkpoints" / "step-000001" / "model"
+    assert (warm_model / "model.safetensors").is_file()
+    for arm in ("coarse", "full"):  # both arms start from the warm start's weights (random_init is off)
+        assert load_config(str(out / arm / "seed-0" / CONFIG)).model.name == str(warm_model)
     rows = summary["rows"]
     assert [(r["arm"], r["dataset"]) for r in rows] == [("coarse", "mbpp-validation-first2"),
                                                         ("full", "mbpp-validation-first2")]
@@ -111,3 +118,9 @@ def test_two_arms_run_pinned_evaluate_and_resume(tmp_path: Path) -> None:
         assert {k: v for k, v in after.items() if k != "compute_per_run"} == {
             k: v for k, v in before.items() if k != "compute_per_run"}
         assert after["compute_per_run"]["wall_s"] >= before["compute_per_run"]["wall_s"]
+
+    changed = _spec(tmp_path, {"coarse": ["feedback.adaptive=false", "feedback.fine_grained=false"],
+                               "full": ["optim.lr=0.5"]}, warm_start=warm,
+                    overrides=["data.limit=4", "model.random_init=null", "log.tensorboard=false"])
+    with pytest.raises(ConfigError, match=r"full/seed-0 was started with other settings \(optim.lr\)"):
+        run_ablation(changed, out)

@@ -49,7 +49,7 @@ from rltf.train import CONFIG, read_metrics
 from rltf.train.checkpoint import latest_checkpoint
 
 RESULT, SPEC_COPY, LOG = "ablate-result.json", "spec.yaml", "ablate.log"
-EVAL_DIR = "ablate-eval"
+EVAL_DIR, WARM_START = "ablate-eval", "warm-start"
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,20 @@ class EvalTarget:
 
 
 @dataclass(frozen=True)
+class WarmStart:
+    """A run every arm starts from (the paper's SFT model), trained first in ``OUT/warm-start``."""
+
+    base: str
+    overrides: list[str] = field(default_factory=list)
+
+    def config(self) -> TrainConfig:
+        """It runs alone, so on every core this process may use."""
+        t = len(os.sched_getaffinity(0))
+        return load_config(self.base, ["eval.at_start=false", "eval.at_end=false", *self.overrides,
+                                       f"model.threads={t}", f"engine.workers={t}", f"judge.workers={t}"])
+
+
+@dataclass(frozen=True)
 class AblationSpec:
     base: str
     arms: dict[str, list[str]]
@@ -78,6 +92,7 @@ class AblationSpec:
     """Cores (and torch / engine / judge threads) per run."""
     parallel: int | None = None
     """Runs at once; default: as many as the cores this process may use hold ``threads`` each."""
+    warm_start: WarmStart | None = None
 
     def __post_init__(self) -> None:
         if not self.arms or not self.seeds or not self.eval:
@@ -88,33 +103,45 @@ class AblationSpec:
             raise ConfigError("seeds must be distinct, steps and threads >= 1")
         if len({t.name for t in self.eval}) != len(self.eval):
             raise ConfigError("eval targets must be distinct")
+        if WARM_START in self.arms:
+            raise ConfigError(f"{WARM_START!r} is the warm start's directory, not an arm name")
 
-    def config(self, arm: str, seed: int) -> TrainConfig:
-        """The arm's training config: base, common overrides, the arm's, then seed, steps and threads.
+    def config(self, arm: str, seed: int, out: Path) -> TrainConfig:
+        """The arm's training config: base, the warm start's model, common overrides, the arm's,
+        then seed, steps and threads.
 
         The trainer's own evaluations are off (the ablation evaluates every run on every target);
         an override may turn them back on."""
         t = self.threads
-        return load_config(self.base, ["eval.at_start=false", "eval.at_end=false", *self.overrides, *self.arms[arm],
-                                       f"seed={seed}", f"steps={self.steps}", f"model.threads={t}",
+        start = [f"model.name={warm_start_model(self, out)}"] if self.warm_start else []
+        return load_config(self.base, ["eval.at_start=false", "eval.at_end=false", *start, *self.overrides,
+                                       *self.arms[arm], f"seed={seed}", f"steps={self.steps}", f"model.threads={t}",
                                        f"engine.workers={t}", f"judge.workers={t}"])
+
+
+def warm_start_model(spec: AblationSpec, out: Path) -> Path:
+    assert spec.warm_start is not None
+    return out / WARM_START / "checkpoints" / f"step-{spec.warm_start.config().steps:06d}" / "model"
 
 
 def load_spec(path: str | Path) -> AblationSpec:
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: an ablation spec is a mapping")
-    known = {"base", "arms", "seeds", "steps", "reference", "eval", "overrides", "threads", "parallel"}
+    known = {"base", "arms", "seeds", "steps", "reference", "eval", "overrides", "threads", "parallel", "warm_start"}
     if unknown := set(data) - known:
         raise ConfigError(f"{path}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
     try:
         targets = [EvalTarget(**t) for t in data.get("eval") or []]
+        warm = data.get("warm_start")
+        warm_start = WarmStart(str(warm["base"]), [str(o) for o in warm.get("overrides") or []]) if warm else None
         return AblationSpec(base=str(data["base"]), arms={str(k): [str(o) for o in v or []]
                                                           for k, v in (data.get("arms") or {}).items()},
                             seeds=[int(s) for s in data.get("seeds") or []], steps=int(data["steps"]),
                             reference=str(data["reference"]), eval=targets,
                             overrides=[str(o) for o in data.get("overrides") or []],
-                            threads=int(data.get("threads", 1)), parallel=data.get("parallel"))
+                            threads=int(data.get("threads", 1)), parallel=data.get("parallel"),
+                            warm_start=warm_start)
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
@@ -194,12 +221,17 @@ def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print) -> d
     spec, out = load_spec(spec_path), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / SPEC_COPY).write_text(Path(spec_path).read_text(encoding="utf-8"), encoding="utf-8")
-    for arm in spec.arms:  # every config error before any run starts, and no run resumed under other settings
-        for seed in spec.seeds:
-            config, saved = spec.config(arm, seed), run_dir(out, arm, seed) / CONFIG
-            if saved.is_file() and (differ := differing_keys(load_config(str(saved)), config)):
-                raise ConfigError(f"{saved.parent} was started with other settings ({', '.join(differ)})")
+    configs = {(arm, seed): spec.config(arm, seed, out) for arm in spec.arms for seed in spec.seeds}
+    if spec.warm_start:
+        configs[WARM_START, 0] = spec.warm_start.config()
+    for (arm, seed), config in configs.items():  # config errors before any run starts, and no resume elsewise
+        saved = (out / WARM_START if arm == WARM_START else run_dir(out, arm, seed)) / CONFIG
+        if saved.is_file() and (differ := differing_keys(load_config(str(saved)), config)):
+            raise ConfigError(f"{saved.parent} was started with other settings ({', '.join(differ)})")
     pending = [(a, s) for a in spec.arms for s in spec.seeds if not run_finished(spec, out, a, s)]
+    if pending and spec.warm_start and not warm_start_model(spec, out).is_dir():
+        echo(f"training the warm start in {out / WARM_START} ({spec.warm_start.base}) first, on every core")
+        _train(configs[WARM_START, 0], out / WARM_START)
     free, failed = cpu_slots(spec), []
     running: dict[subprocess.Popen, tuple[str, int, tuple[int, ...]]] = {}
     echo(f"{len(spec.arms) * len(spec.seeds) - len(pending)} runs finished, {len(pending)} to go, "
@@ -230,17 +262,14 @@ def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print) -> d
 
 def run_one(spec: AblationSpec, out: Path, arm: str, seed: int) -> None:
     """The child's job: train (or resume) one run, then evaluate its last checkpoint on every target."""
-    from transformers.utils import logging as hf_logging
-
-    from rltf.evaluation import EvalSettings, evaluate, train_evaluator
+    from rltf.evaluation import EvalSettings, evaluate
     from rltf.generation import make_engine
     from rltf.judge import Judge
     from rltf.models import Policy
-    from rltf.train import Trainer, load_problem_set
+    from rltf.train import load_problem_set
 
-    hf_logging.disable_progress_bar()
-    config, directory = spec.config(arm, seed), run_dir(out, arm, seed)
-    Trainer(config, directory, resume=True, evaluator=train_evaluator(config), show_progress=False).run()
+    config, directory = spec.config(arm, seed, out), run_dir(out, arm, seed)
+    _train(config, directory)
     checkpoint = latest_checkpoint(directory)
     assert checkpoint is not None and checkpoint.name == f"step-{spec.steps:06d}", checkpoint
     policy = Policy.load(str(checkpoint / "model"), style=config.model.style, dtype=config.model.dtype)
@@ -260,6 +289,17 @@ def run_one(spec: AblationSpec, out: Path, arm: str, seed: int) -> None:
               "torch_threads": _torch_threads(), "evals": evals}
     (directory / (RESULT + ".tmp")).write_text(json.dumps(result, indent=1) + "\n")
     (directory / (RESULT + ".tmp")).replace(directory / RESULT)
+
+
+def _train(config: TrainConfig, directory: Path) -> None:
+    """Train (or resume) one run to its last step."""
+    from transformers.utils import logging as hf_logging
+
+    from rltf.evaluation import train_evaluator
+    from rltf.train import Trainer
+
+    hf_logging.disable_progress_bar()
+    Trainer(config, directory, resume=True, evaluator=train_evaluator(config), show_progress=False).run()
 
 
 def _torch_threads() -> int:
