@@ -55,7 +55,9 @@ def test_registry():
                                                        "apps-sample5", "apps-selected150", "synthetic"]
     assert DATASETS["apps"].needs_path and DATASETS["apps"].splits == {"train": 5000, "test": 5000}
     assert len(load_dataset("humaneval", limit=3)) == 3
-    assert load_dataset("mbpp-plus", split="test") == load_dataset("mbpp-plus", split="all")
+    plus_test = load_dataset("mbpp-plus", split="test")  # MBPP+ tasks keep MBPP's ids, and so its split
+    assert len(plus_test) == 239 and len(load_dataset("mbpp-plus", split="all")) == 399
+    assert {p.id.split("/")[1] for p in plus_test} <= {p.id.split("/")[1] for p in load_dataset("mbpp", split="test")}
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("nope")
     with pytest.raises(ValueError, match="no split 'dev'"):

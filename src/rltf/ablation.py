@@ -14,7 +14,7 @@ spec is YAML::
     seeds: [0, 1, 2]
     steps: 8
     reference: coarse
-    eval: [{dataset: mbpp, split: test}, {dataset: mbpp-plus}, {dataset: humaneval}]
+    eval: [{dataset: mbpp, split: test}, {dataset: mbpp-plus, split: test}, {dataset: humaneval}]
 
 Each (arm, seed) is one ``rltf train`` run in ``OUT/ARM/seed-N`` followed by greedy pass@1 of its
 last checkpoint on every eval target (``OUT/ARM/seed-N/ablate-eval/TARGET``). Runs go to a child

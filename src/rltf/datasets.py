@@ -135,8 +135,11 @@ def load_mbpp_sanitized(split: str | None = None, path: str | Path | None = None
 
 
 def load_mbpp_plus(split: str | None = None, path: str | Path | None = None) -> list[Problem]:
-    """MBPP+ v0.1.0 (399), pre-converted by ``scripts/build_mbpp_plus.py`` (expected outputs computed once)."""
-    return load_problems(Path(path) if path else DATA_DIR / "mbpp_plus.jsonl.gz")
+    """MBPP+ v0.1.0 (399), pre-converted by ``scripts/build_mbpp_plus.py`` (expected outputs computed once).
+
+    Its tasks keep their MBPP ids and come from every MBPP split (111 from train), so the splits are
+    MBPP's: ``test`` (239) is what a model trained on MBPP train has not seen; EvalPlus scores all 399."""
+    return _in_split(load_problems(Path(path) if path else DATA_DIR / "mbpp_plus.jsonl.gz"), split)
 
 
 def humaneval_tests(test: str, entry_point: str) -> dict[str, Any]:
@@ -403,7 +406,8 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in [
                                                                   "train": 374}, load_mbpp),
     DatasetInfo("mbpp-sanitized", "MBPP hand-verified subset, CC-BY-4.0; split by task id",
                 {"prompt": 7, "test": 257, "validation": 43, "train": 120}, load_mbpp_sanitized),
-    DatasetInfo("mbpp-plus", "MBPP+ v0.1.0 (EvalPlus), Apache-2.0 / CC-BY-4.0", {"test": 399}, load_mbpp_plus),
+    DatasetInfo("mbpp-plus", "MBPP+ v0.1.0 (EvalPlus), Apache-2.0 / CC-BY-4.0; MBPP's split by task id",
+                {"prompt": 7, "test": 239, "validation": 42, "train": 111}, load_mbpp_plus),
     DatasetInfo("humaneval", "OpenAI HumanEval, MIT", {"test": 164}, load_humaneval),
     DatasetInfo("apps", "APPS from a local copy (path=), MIT", {"train": 5000, "test": 5000}, load_apps,
                 needs_path=True),
