@@ -50,7 +50,9 @@ def test_sign_test_by_hand() -> None:
 
 def _spec(tmp_path: Path, arms: dict[str, list[str]], **extra: object) -> Path:
     spec = {"base": "tiny-smoke", "overrides": ["data.limit=4"], "arms": arms, "seeds": [0], "steps": 2,
-            "reference": next(iter(arms)), "eval": [{"dataset": "mbpp", "split": "validation", "limit": 2}],
+            "reference": next(iter(arms)),
+            "eval": [{"dataset": "mbpp", "split": "validation", "limit": 45},  # mbpp/511..555
+                     {"dataset": "mbpp-plus", "split": "validation", "limit": 2}],  # mbpp-plus/554, 555
             "threads": 1, **extra}
     path = tmp_path / "spec.yaml"
     path.write_text(json.dumps(spec))  # JSON is YAML
@@ -90,11 +92,16 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
     for arm in ("coarse", "full"):  # both arms start from the warm start's weights (random_init is off)
         assert load_config(str(out / arm / "seed-0" / CONFIG)).model.name == str(warm_model)
     rows = summary["rows"]
-    assert [(r["arm"], r["dataset"]) for r in rows] == [("coarse", "mbpp-validation-first2"),
-                                                        ("full", "mbpp-validation-first2")]
+    assert [(r["arm"], r["dataset"]) for r in rows] == [
+        ("coarse", "mbpp-validation-first45"), ("full", "mbpp-validation-first45"),
+        ("coarse", "mbpp-plus-validation-first2"), ("full", "mbpp-plus-validation-first2")]
+    gap = summary["mbpp_plus_gap"]  # on the tasks both evaluated
+    assert [(g["arm"], g["problems"]) for g in gap] == [("coarse", 2), ("full", 2)]
+    assert all(g["gap"] == g["mbpp"] - g["mbpp_plus"] and 0 <= g["train_sample_pass"] <= 1 for g in gap)
     for row in rows:
-        assert row["problems"] == 2 and 0 <= row["pass@1"] <= 1 and row["ci95"][0] <= row["pass@1"] <= row["ci95"][1]
-        assert sum(row["verdicts"].values()) == 2
+        size = 45 if row["dataset"].startswith("mbpp-validation") else 2
+        assert row["problems"] == size == sum(row["verdicts"].values())
+        assert 0 <= row["pass@1"] <= 1 and row["ci95"][0] <= row["pass@1"] <= row["ci95"][1]
         assert row["compute_per_run"]["steps"] == 2 and row["compute_per_run"]["samples"] == 8  # 2 steps x 2 x 2
     assert rows[0]["vs_reference"]["diff"] == 0 and rows[0]["vs_reference"]["p"] == 1.0
     results = [json.loads((out / arm / "seed-0" / RESULT).read_text()) for arm in ("coarse", "full")]
@@ -104,7 +111,8 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
         assert results[0]["cpus"] != results[1]["cpus"]
     for name in ("ablation.json", "ablation.md", "ablation.png"):
         assert (out / name).stat().st_size > 0
-    assert "| full | mbpp-validation-first2 (2) |" in (out / "ablation.md").read_text()
+    table = (out / "ablation.md").read_text()
+    assert "| full | mbpp-validation-first45 (45) |" in table and "| full | 2 |" in table  # and the MBPP+ gap
 
     # half finished: "full" was killed while evaluating; "coarse" is done and must not run again
     (out / "full" / "seed-0" / RESULT).unlink()

@@ -1,0 +1,175 @@
+"""The ablation's outputs: one row per (arm, eval target) with intervals and paired tests, the
+compute each run spent, ``ablation.md`` and ``ablation.png``."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rltf.ablation.spec import EVAL_DIR, AblationSpec, run_dir
+from rltf.ablation.stats import bootstrap_mean, sign_test
+from rltf.evaluation import SAMPLES, SUMMARY, per_problem_pass
+from rltf.train import read_metrics
+
+
+def compute_spent(directory: Path) -> dict[str, float]:
+    """What one run cost: sampled programs, generated and trained tokens, optimizer steps and wall
+    seconds (training and checkpoints, plus the ablation's evaluations)."""
+    records = read_metrics(directory)
+    eval_s = sum(json.loads(p.read_text())["timing"]["wall_s"] for p in (directory / EVAL_DIR).glob(f"*/{SUMMARY}"))
+    return {
+        "samples": sum(sum((r.get("verdicts") or {}).values()) for r in records),
+        "gen_tokens": sum(r.get("gen_tokens") or 0 for r in records),
+        "train_tokens": sum(r.get("train_tokens") or 0 for r in records),
+        "steps": records[-1]["step"] if records else 0,
+        "wall_s": sum((r.get("time_step_s") or 0) + (r.get("time_checkpoint_s") or 0) for r in records) + eval_s,
+    }
+
+
+def summarize(spec: AblationSpec, out: Path) -> dict[str, Any]:
+    """One row per (arm, eval target): pass@1 per seed, their mean with a problems × seeds bootstrap
+    interval, and the paired difference against the reference arm with its interval and sign test."""
+    rows = []
+    for target in spec.eval:
+        scores = {(arm, seed): per_problem_pass(run_dir(out, arm, seed) / EVAL_DIR / target.name / SAMPLES)
+                  for arm in spec.arms for seed in spec.seeds}
+        problems = sorted(set.intersection(*(set(s) for s in scores.values())))
+        matrices = {arm: np.array([[scores[arm, seed][p] for p in problems] for seed in spec.seeds])
+                    for arm in spec.arms}
+        reference = matrices[spec.reference]
+        for arm in spec.arms:
+            matrix, verdicts = matrices[arm], Counter()
+            for seed in spec.seeds:
+                verdicts.update(json.loads((run_dir(out, arm, seed) / EVAL_DIR / target.name / SUMMARY).read_text())
+                                ["category"])
+            diff = matrix - reference
+            spent = [compute_spent(run_dir(out, arm, seed)) for seed in spec.seeds]
+            rows.append({
+                "arm": arm, "dataset": target.name, "problems": len(problems),
+                "runs": {str(seed): float(matrix[i].mean()) for i, seed in enumerate(spec.seeds)},
+                "pass@1": float(matrix.mean()), "ci95": list(bootstrap_mean(matrix)),
+                "vs_reference": {"diff": float(diff.mean()), "ci95": list(bootstrap_mean(diff)),
+                                 "p": sign_test(diff), "better": int((diff > 0).sum()), "worse": int((diff < 0).sum())},
+                "verdicts": dict(verdicts.most_common()),
+                "compute_per_run": {k: sum(s[k] for s in spent) / len(spent) for k in spent[0]},
+            })
+    curves = {arm: _reward_curve(out, arm, spec.seeds) for arm in spec.arms}
+    return {"reference": spec.reference, "seeds": spec.seeds, "steps": spec.steps, "rows": rows,
+            "mbpp_plus_gap": plus_gap(spec, out), "reward_curves": curves}
+
+
+def plus_gap(spec: AblationSpec, out: Path) -> list[dict[str, Any]] | None:
+    """The reward-hacking signal: pass@1 on MBPP's own asserts (those the prompt shows and the train
+    reward checks) minus MBPP+ on the same tasks, with its paired interval, beside the train
+    programs' pass rate; None unless the spec evaluates both ``mbpp`` and ``mbpp-plus``."""
+    base = next((t for t in spec.eval if t.dataset == "mbpp"), None)
+    plus = next((t for t in spec.eval if t.dataset == "mbpp-plus"), None)
+    if base is None or plus is None:
+        return None
+    rows = []
+    for arm in spec.arms:
+        by_seed = [[{p.rsplit("/", 1)[1]: v for p, v in per_problem_pass(
+            run_dir(out, arm, seed) / EVAL_DIR / target.name / SAMPLES).items()} for target in (base, plus)]
+            for seed in spec.seeds]
+        tasks = sorted(set.intersection(*(set(scores) for pair in by_seed for scores in pair)))
+        if not tasks:
+            return None
+        mbpp, mbpp_plus = (np.array([[pair[i][t] for t in tasks] for pair in by_seed]) for i in (0, 1))
+        train = [r["sample_pass_rate"] for seed in spec.seeds for r in read_metrics(run_dir(out, arm, seed))
+                 if r.get("sample_pass_rate") is not None]
+        rows.append({"arm": arm, "problems": len(tasks), "mbpp": float(mbpp.mean()),
+                     "mbpp_plus": float(mbpp_plus.mean()), "gap": float((mbpp - mbpp_plus).mean()),
+                     "ci95": list(bootstrap_mean(mbpp - mbpp_plus)),
+                     "train_sample_pass": sum(train) / len(train) if train else None})
+    return rows
+
+
+def _reward_curve(out: Path, arm: str, seeds: list[int]) -> list[float | None]:
+    """Mean train reward per step over the seeds (None where no seed sampled: SL-only arms)."""
+    per_seed = [[r.get("reward_mean") for r in read_metrics(run_dir(out, arm, seed))] for seed in seeds]
+    curve: list[float | None] = []
+    for values in zip(*per_seed, strict=False):
+        known = [v for v in values if v is not None]
+        curve.append(sum(known) / len(known) if known else None)
+    return curve
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    ref = summary["reference"]
+    lines = [f"Greedy pass@1, mean over seeds {summary['seeds']} with a 95 % bootstrap interval over problems and "
+             f"seeds; the difference against `{ref}` is paired by problem and seed (95 % bootstrap interval, exact "
+             "two-sided sign test). Verdicts: pass / wrong / runtime / compile / timeout, summed over seeds. "
+             "Compute: per run, mean over seeds.", "",
+             "| arm | eval | pass@1 (95 % CI) | per seed | vs reference (95 % CI) | p | better / worse | verdicts | "
+             "programs sampled | tokens generated | tokens trained | steps | minutes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in summary["rows"]:
+        low, high = row["ci95"]
+        vs, spent, mix = row["vs_reference"], row["compute_per_run"], row["verdicts"]
+        is_ref = row["arm"] == ref
+        versus = "–" if is_ref else f"{100 * vs['diff']:+.1f} ({100 * vs['ci95'][0]:+.1f}, {100 * vs['ci95'][1]:+.1f})"
+        p_value = "–" if is_ref else f"{vs['p']:.3g}"
+        counts = "–" if is_ref else f"{vs['better']} / {vs['worse']}"
+        timeout = sum(v for k, v in mix.items() if "timeout" in k)
+        shown = "/".join(str(mix.get(k, 0)) for k in ("pass", "fail", "error/runtime", "error/compile")) + f"/{timeout}"
+        lines.append(f"| {row['arm']} | {row['dataset']} ({row['problems']}) | {_pct(row['pass@1'])} ({_pct(low)}, "
+                     f"{_pct(high)}) | {', '.join(_pct(v) for v in row['runs'].values())} | {versus} | "
+                     f"{p_value} | {counts} | {shown} | "
+                     f"{spent['samples']:.0f} | {spent['gen_tokens']:.0f} | {spent['train_tokens']:.0f} | "
+                     f"{spent['steps']:.0f} | {spent['wall_s'] / 60:.1f} |")
+    if summary.get("mbpp_plus_gap"):
+        lines += ["", "Reward hacking: MBPP's own asserts (the train reward's kind) against MBPP+'s stronger tests on "
+                  "the same tasks; a gap that grows with the train pass rate is programs fitted to the asserts.", "",
+                  "| arm | tasks | MBPP pass@1 | MBPP+ pass@1 | gap (95 % CI) | train sampled pass |",
+                  "|---|---|---|---|---|---|"]
+        for row in summary["mbpp_plus_gap"]:
+            train = "–" if row["train_sample_pass"] is None else _pct(row["train_sample_pass"])
+            lines.append(f"| {row['arm']} | {row['problems']} | {_pct(row['mbpp'])} | {_pct(row['mbpp_plus'])} | "
+                         f"{100 * row['gap']:+.1f} ({100 * row['ci95'][0]:+.1f}, {100 * row['ci95'][1]:+.1f}) | "
+                         f"{train} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = list(summary["reward_curves"])
+    datasets = list(dict.fromkeys(r["dataset"] for r in summary["rows"]))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / len(datasets)
+    for d, dataset in enumerate(datasets):
+        rows = {r["arm"]: r for r in summary["rows"] if r["dataset"] == dataset}
+        means = [100 * rows[a]["pass@1"] for a in arms]
+        errors = [[m - 100 * rows[a]["ci95"][0] for m, a in zip(means, arms, strict=True)],
+                  [100 * rows[a]["ci95"][1] - m for m, a in zip(means, arms, strict=True)]]
+        left.bar([i + d * width for i in range(len(arms))], means, width, yerr=errors, capsize=3, label=dataset)
+    left.set_xticks([i + width * (len(datasets) - 1) / 2 for i in range(len(arms))], arms, rotation=30, ha="right")
+    left.set_ylabel("greedy pass@1 (%)")
+    left.legend(fontsize=8)
+    for arm, curve in summary["reward_curves"].items():
+        points = [(i + 1, v) for i, v in enumerate(curve) if v is not None]
+        if points:
+            right.plot(*zip(*points, strict=True), marker=".", label=arm)
+    right.set_xlabel("optimizer step")
+    right.set_ylabel("train reward (mean over seeds)")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(summary: dict[str, Any], out: Path) -> None:
+    (out / "ablation.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "ablation.md").write_text(markdown(summary))
+    plot(summary, out / "ablation.png")

@@ -1,0 +1,144 @@
+"""Running an ablation: the warm start, then every unfinished (arm, seed) in a child process pinned
+to its own cores; ``python -m rltf.ablation SPEC OUT ARM SEED`` is the child."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rltf.ablation.report import summarize, write_outputs
+from rltf.ablation.spec import (
+    EVAL_DIR,
+    LOG,
+    RESULT,
+    SPEC_COPY,
+    WARM_START,
+    AblationSpec,
+    load_spec,
+    run_dir,
+    run_finished,
+    warm_start_model,
+)
+from rltf.config import ConfigError, TrainConfig, differing_keys, load_config
+from rltf.train import CONFIG
+from rltf.train.checkpoint import latest_checkpoint
+
+
+def cpu_slots(spec: AblationSpec) -> list[tuple[int, ...]]:
+    """Disjoint core sets, ``threads`` cores each, one per run that may go at once."""
+    cpus = sorted(os.sched_getaffinity(0))
+    count = min(spec.parallel or len(cpus) // spec.threads, len(cpus) // spec.threads)
+    if count < 1:
+        raise ConfigError(f"threads={spec.threads} needs more cores than the {len(cpus)} this process may use")
+    return [tuple(cpus[i * spec.threads:(i + 1) * spec.threads]) for i in range(count)]
+
+
+def _launch(out: Path, arm: str, seed: int, cpus: tuple[int, ...]) -> subprocess.Popen:
+    """One run's child process, on ``cpus`` only, its thread pools sized to them."""
+    directory = run_dir(out, arm, seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(len(cpus))
+    with (directory / LOG).open("a") as log:
+        return subprocess.Popen([sys.executable, "-m", "rltf.ablation", str(out / SPEC_COPY), str(out), arm, str(seed)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+
+
+def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print) -> dict[str, Any]:
+    """Run every unfinished (arm, seed) of the spec, ``parallel`` at a time on their own cores, then
+    write ``ablation.json``, ``ablation.md`` and ``ablation.png``. Returns the summary."""
+    spec, out = load_spec(spec_path), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SPEC_COPY).write_text(Path(spec_path).read_text(encoding="utf-8"), encoding="utf-8")
+    configs = {(arm, seed): spec.config(arm, seed, out) for arm in spec.arms for seed in spec.seeds}
+    if spec.warm_start:
+        configs[WARM_START, 0] = spec.warm_start.config()
+    for (arm, seed), config in configs.items():  # config errors before any run starts, and no resume elsewise
+        saved = (out / WARM_START if arm == WARM_START else run_dir(out, arm, seed)) / CONFIG
+        if saved.is_file() and (differ := differing_keys(load_config(str(saved)), config)):
+            raise ConfigError(f"{saved.parent} was started with other settings ({', '.join(differ)})")
+    pending = [(a, s) for a in spec.arms for s in spec.seeds if not run_finished(spec, out, a, s)]
+    if pending and spec.warm_start and not warm_start_model(spec, out).is_dir():
+        echo(f"training the warm start in {out / WARM_START} ({spec.warm_start.base}) first, on every core")
+        _train(configs[WARM_START, 0], out / WARM_START)
+    free, failed = cpu_slots(spec), []
+    running: dict[subprocess.Popen, tuple[str, int, tuple[int, ...]]] = {}
+    echo(f"{len(spec.arms) * len(spec.seeds) - len(pending)} runs finished, {len(pending)} to go, "
+         f"{len(free)} at a time on cores {free}")
+    try:
+        while pending or running:
+            while pending and free:
+                arm, seed = pending.pop(0)
+                cpus = free.pop(0)
+                running[_launch(out, arm, seed, cpus)] = (arm, seed, cpus)
+                echo(f"started {arm} seed {seed} on cores {list(cpus)} (log {run_dir(out, arm, seed) / LOG})")
+            time.sleep(0.5)
+            for child in [c for c in running if c.poll() is not None]:
+                arm, seed, cpus = running.pop(child)
+                free.append(cpus)
+                if child.returncode:
+                    failed.append(f"{arm} seed {seed} (exit {child.returncode}, see {run_dir(out, arm, seed) / LOG})")
+                echo(f"{'FAILED' if child.returncode else 'finished'} {arm} seed {seed}")
+    finally:  # an interrupted ablation leaves no orphan runs behind (they resume next time)
+        for child in running:
+            child.kill()
+    if failed:
+        raise RuntimeError("ablation runs failed: " + "; ".join(failed))
+    summary = summarize(spec, out)
+    write_outputs(summary, out)
+    return summary
+
+
+def run_one(spec: AblationSpec, out: Path, arm: str, seed: int) -> None:
+    """The child's job: train (or resume) one run, then evaluate its last checkpoint on every target."""
+    from rltf.evaluation import EvalSettings, evaluate
+    from rltf.generation import make_engine
+    from rltf.judge import Judge
+    from rltf.models import Policy
+    from rltf.train import load_problem_set
+
+    config, directory = spec.config(arm, seed, out), run_dir(out, arm, seed)
+    _train(config, directory)
+    checkpoint = latest_checkpoint(directory)
+    assert checkpoint is not None and checkpoint.name == f"step-{spec.steps:06d}", checkpoint
+    policy = Policy.load(str(checkpoint / "model"), style=config.model.style, dtype=config.model.dtype)
+    engine = make_engine(policy, config.engine, version=spec.steps)
+    evals = {}
+    with Judge(config.judge) as judge:
+        for target in spec.eval:
+            problems = load_problem_set(target.dataset, target.split, None, target.limit)
+            settings = EvalSettings(target.dataset, target.split, f"{arm}/seed-{seed}@step-{spec.steps}",
+                                    policy.style, n=1, temperature=0.0, top_p=1.0,
+                                    max_new_tokens=config.eval.max_new_tokens, seed=seed,
+                                    batch_size=config.eval.batch_size, engine=engine.label)
+            summary = evaluate(engine, policy, problems, judge, directory / EVAL_DIR / target.name, settings, ks=(1,),
+                               show_progress=False)
+            evals[target.name] = summary["pass_at_k"]["1"]
+    result = {"arm": arm, "seed": seed, "steps": spec.steps, "cpus": sorted(os.sched_getaffinity(0)),
+              "torch_threads": _torch_threads(), "evals": evals}
+    (directory / (RESULT + ".tmp")).write_text(json.dumps(result, indent=1) + "\n")
+    (directory / (RESULT + ".tmp")).replace(directory / RESULT)
+
+
+def _train(config: TrainConfig, directory: Path) -> None:
+    """Train (or resume) one run to its last step."""
+    from transformers.utils import logging as hf_logging
+
+    from rltf.evaluation import train_evaluator
+    from rltf.train import Trainer
+
+    hf_logging.disable_progress_bar()
+    Trainer(config, directory, resume=True, evaluator=train_evaluator(config), show_progress=False).run()
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()

@@ -1,0 +1,122 @@
+"""The ablation spec (YAML) and where each run of it lives under ``OUT``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from rltf.config import ConfigError, TrainConfig, load_config
+
+RESULT, SPEC_COPY, LOG = "ablate-result.json", "spec.yaml", "ablate.log"
+EVAL_DIR, WARM_START = "ablate-eval", "warm-start"
+
+
+@dataclass(frozen=True)
+class EvalTarget:
+    """A held-out set every run is scored on: greedy pass@1 of its last checkpoint."""
+
+    dataset: str
+    split: str | None = None
+    limit: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.dataset + (f"-{self.split}" if self.split else "") + (f"-first{self.limit}" if self.limit else "")
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """A run every arm starts from (the paper's SFT model), trained first in ``OUT/warm-start``."""
+
+    base: str
+    overrides: list[str] = field(default_factory=list)
+
+    def config(self) -> TrainConfig:
+        """It runs alone, so on every core this process may use."""
+        t = len(os.sched_getaffinity(0))
+        return load_config(self.base, ["eval.at_start=false", "eval.at_end=false", *self.overrides,
+                                       f"model.threads={t}", f"engine.workers={t}", f"judge.workers={t}"])
+
+
+@dataclass(frozen=True)
+class AblationSpec:
+    base: str
+    arms: dict[str, list[str]]
+    seeds: list[int]
+    steps: int
+    reference: str
+    eval: list[EvalTarget]
+    overrides: list[str] = field(default_factory=list)
+    threads: int = 1
+    """Cores (and torch / engine / judge threads) per run."""
+    parallel: int | None = None
+    """Runs at once; default: as many as the cores this process may use hold ``threads`` each."""
+    warm_start: WarmStart | None = None
+
+    def __post_init__(self) -> None:
+        if not self.arms or not self.seeds or not self.eval:
+            raise ConfigError("an ablation spec needs at least one arm, one seed and one eval target")
+        if self.reference not in self.arms:
+            raise ConfigError(f"reference {self.reference!r} is not an arm (arms: {', '.join(self.arms)})")
+        if len(set(self.seeds)) != len(self.seeds) or self.steps < 1 or self.threads < 1:
+            raise ConfigError("seeds must be distinct, steps and threads >= 1")
+        if len({t.name for t in self.eval}) != len(self.eval):
+            raise ConfigError("eval targets must be distinct")
+        if WARM_START in self.arms:
+            raise ConfigError(f"{WARM_START!r} is the warm start's directory, not an arm name")
+
+    def config(self, arm: str, seed: int, out: Path) -> TrainConfig:
+        """The arm's training config: base, the warm start's model, common overrides, the arm's,
+        then seed, steps and threads.
+
+        The trainer's own evaluations are off (the ablation evaluates every run on every target);
+        an override may turn them back on."""
+        t = self.threads
+        start = [f"model.name={warm_start_model(self, out)}"] if self.warm_start else []
+        return load_config(self.base, ["eval.at_start=false", "eval.at_end=false", *start, *self.overrides,
+                                       *self.arms[arm], f"seed={seed}", f"steps={self.steps}", f"model.threads={t}",
+                                       f"engine.workers={t}", f"judge.workers={t}"])
+
+
+def warm_start_model(spec: AblationSpec, out: Path) -> Path:
+    assert spec.warm_start is not None
+    return out / WARM_START / "checkpoints" / f"step-{spec.warm_start.config().steps:06d}" / "model"
+
+
+def load_spec(path: str | Path) -> AblationSpec:
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: an ablation spec is a mapping")
+    known = {"base", "arms", "seeds", "steps", "reference", "eval", "overrides", "threads", "parallel", "warm_start"}
+    if unknown := set(data) - known:
+        raise ConfigError(f"{path}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+    try:
+        targets = [EvalTarget(**t) for t in data.get("eval") or []]
+        warm = data.get("warm_start")
+        warm_start = WarmStart(str(warm["base"]), [str(o) for o in warm.get("overrides") or []]) if warm else None
+        return AblationSpec(base=str(data["base"]), arms={str(k): [str(o) for o in v or []]
+                                                          for k, v in (data.get("arms") or {}).items()},
+                            seeds=[int(s) for s in data.get("seeds") or []], steps=int(data["steps"]),
+                            reference=str(data["reference"]), eval=targets,
+                            overrides=[str(o) for o in data.get("overrides") or []],
+                            threads=int(data.get("threads", 1)), parallel=data.get("parallel"),
+                            warm_start=warm_start)
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def run_dir(out: Path, arm: str, seed: int) -> Path:
+    return out / arm / f"seed-{seed}"
+
+
+def run_finished(spec: AblationSpec, out: Path, arm: str, seed: int) -> bool:
+    """Trained to ``steps`` and evaluated on every target (an added target reopens the run)."""
+    path = run_dir(out, arm, seed) / RESULT
+    if not path.is_file():
+        return False
+    result = json.loads(path.read_text())
+    return result.get("steps") == spec.steps and {t.name for t in spec.eval} <= set(result.get("evals", {}))
