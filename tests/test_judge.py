@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from rltf.judge import Judge, JudgeConfig
-from rltf.problems import Problem
+from rltf.problems import Problem, infer_entry_point
 
 SECRET = "SECRET-7f3a9c-expected"
 
@@ -112,6 +112,27 @@ def test_error_at_module_level(judge):
 def test_missing_entry_point(judge):
     v = judge.run(ADD, "def g(a, b):\n    return a + b\n")
     assert v.status == "error" and v.error.type == "NameError" and v.error.line is None
+
+
+def test_a_record_without_entry_point_infers_it_from_the_tests(judge):
+    # mbpp/126: the program defines `sum`, and its asserts call `sum(...)`
+    program = src("""
+        def sum(a, b):
+            total = 0
+            for i in range(1, min(a, b)):
+                if a % i == 0 and b % i == 0:
+                    total += i
+            return total
+    """)
+    cases = ["assert sum(10,15) == 6", "assert sum(100,150) == 93", "assert sum(4,6) == 3"]
+    v = judge.run(assert_problem(cases, entry_point=None), program)
+    assert (v.status, v.passed) == ("pass", 3)  # not the builtin sum
+    assert infer_entry_point({"kind": "assert", "cases": cases}) == "sum"
+    helper_first = ["assert set(similar(a, b)) == set(len([1]) * [4])"]
+    assert infer_entry_point({"kind": "assert", "cases": helper_first}) == "similar"  # builtins wrap it
+    assert infer_entry_point({"kind": "assert", "cases": ["assert math.isclose(area(2), 4.0)"]}) == "area"
+    assert infer_entry_point({"kind": "assert", "cases": ["assert True"]}) is None
+    assert infer_entry_point({"kind": "stdio", "cases": []}) is None
 
 
 def test_timeout(judge):

@@ -17,6 +17,8 @@ One problem per JSONL line::
 
 from __future__ import annotations
 
+import ast
+import builtins
 import gzip
 import json
 from collections.abc import Iterable, Iterator
@@ -102,6 +104,23 @@ def validate_tests(tests: Any) -> None:
         for i, case in enumerate(cases):
             if not (isinstance(case, dict) and isinstance(case.get("args"), list) and "expected" in case):
                 raise ProblemFormatError(f"call case {i} needs a list 'args' and an 'expected' value")
+
+
+def infer_entry_point(tests: dict[str, Any]) -> str | None:
+    """The function an ``assert`` problem tests, for records that leave ``entry_point`` unset (raw
+    MBPP converted by a user): in the first case, the first name called that is not a builtin,
+    else the first name called at all (``assert sum(10, 15) == 6`` tests a program's own ``sum``,
+    which the judge must then take from the program, not from builtins). None for other kinds, or
+    when the first case calls no plain name."""
+    if tests.get("kind") != "assert" or not tests.get("cases"):
+        return None
+    try:
+        tree = ast.parse(tests["cases"][0])
+    except SyntaxError:
+        return None
+    called = [name for *_, name in sorted((node.lineno, node.col_offset, node.func.id) for node in ast.walk(tree)
+                                          if isinstance(node, ast.Call) and isinstance(node.func, ast.Name))]
+    return next((name for name in called if not hasattr(builtins, name)), called[0] if called else None)
 
 
 def _open_text(path: Path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import rltf
 from rltf.judge import wire
 from rltf.judge.verdict import Verdict
-from rltf.problems import Problem, validate_tests
+from rltf.problems import Problem, infer_entry_point, validate_tests
 
 START_TIMEOUT_S = 60.0
 REPLY_SLACK_S = 15.0
@@ -135,7 +135,8 @@ class Judge:
         memory = problem.memory_limit_mb or cfg.memory_mb
         limits = {"cpu_s": cfg.program_timeout_s, "memory_mb": memory, "max_processes": cfg.max_processes,
                   "max_file_mb": cfg.max_output_mb}
-        return {"program": program, "tests": problem.tests, "entry_point": problem.entry_point,
+        entry_point = problem.entry_point or infer_entry_point(problem.tests)
+        return {"program": program, "tests": problem.tests, "entry_point": entry_point,
                 "timeout_s": timeout, "program_timeout_s": cfg.program_timeout_s, "limits": limits,
                 "stop_on_first_failure": cfg.stop_on_first_failure}
 
