@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -462,3 +465,25 @@ def test_call_problems_see_typing_names_like_leetcode(judge):
     # assert-style problems get no such help: a missing import stays a NameError
     v = judge.run(assert_problem(["assert f([1]) == 1"]), "def f(xs: List[int]):\n    return xs[0]\n")
     assert v.error.type == "NameError"
+
+
+def test_a_venv_reached_through_a_symlink_keeps_its_packages(tmp_path: Path) -> None:
+    real, link = tmp_path / "real-venv", tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(real)], check=True)
+    link.symlink_to(real, target_is_directory=True)
+    (site,) = (link / "lib").glob("python*/site-packages")
+    (site / "probe_pkg.py").write_text("VALUE = 42\n")
+    here = [p for p in sys.path if p.endswith("site-packages")] + [str(Path(__file__).parents[1] / "src")]
+    (site / "deps.pth").write_text("\n".join(here) + "\n")  # rltf and its dependencies
+    script = src("""
+        from rltf.judge import Judge, JudgeConfig
+        from rltf.problems import Problem
+        problem = Problem(id="p", source="t", prompt="", entry_point="f",
+                          tests={"kind": "assert", "setup": "", "cases": ["assert f() == 42"]})
+        with Judge(JudgeConfig(workers=1)) as judge:
+            v = judge.run(problem, "import probe_pkg\\ndef f():\\n    return probe_pkg.VALUE\\n")
+        print(v.status, v.isolation, v.error)
+    """)
+    out = subprocess.run([str(link / "bin" / "python"), "-c", script], capture_output=True, text=True, check=True)
+    status, isolation, *_ = out.stdout.split()
+    assert isolation.startswith("namespaces") and status == "pass", out.stdout
