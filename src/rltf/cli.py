@@ -188,6 +188,8 @@ def explain(
     fine_grained: bool = typer.Option(True, help="Penalise the tokens the error category blames."),
     normaliser: str = typer.Option("original", help="Fine-grained κ: original (1) or intended (T / marked)."),
     binary: bool = typer.Option(False, help="Pass = 1, anything else = 0."),
+    static_weight: float = typer.Option(0.0, "--static-weight", help="μ of the static term: run the static "
+                                        "analyzer and penalise each finding's line (0: off)."),
     timeout: float | None = typer.Option(None, help="Seconds per test (default 4)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the highlighted program."),
 ) -> None:
@@ -208,8 +210,9 @@ def explain(
         raise typer.BadParameter("--normaliser must be original or intended")
     program = program_file.read_bytes().decode("utf-8")  # bytes: keep CRLF, line numbers count it
     config = FeedbackConfig(adaptive=adaptive, binary=binary, fine_grained=fine_grained, normaliser=normaliser,
-                            baseline="greedy" if baseline_program else "none")  # type: ignore[arg-type]
-    with Judge(workers=1, timeout_s=timeout) as runner:
+                            baseline="greedy" if baseline_program else "none",  # type: ignore[arg-type]
+                            static_weight=static_weight)
+    with Judge(workers=1, timeout_s=timeout, static=static_weight > 0) as runner:
         verdict = runner.run(by_id[problem_id], program)
         baseline = runner.run(by_id[problem_id], baseline_program.read_bytes().decode("utf-8")) \
             if baseline_program else None
@@ -223,6 +226,7 @@ def explain(
     if as_json:
         typer.echo(json.dumps({
             "verdict": verdict.to_dict(), "category": record.category if record else None, "span_text": span_text,
+            "static": [{"rule": f.rule, "line": f.line, "message": f.message} for f in verdict.static],
             "terms": record.terms() if record else None, "tokens": [program[a:b] for a, b in offsets],
             "token_returns": [round(r, 6) for r in returns.tolist()] if returns is not None else None}))
     else:
@@ -238,6 +242,9 @@ def explain(
                 text.stylize("bold white on red", *offsets[i])
             console.print(text)
             console.print(f"category: {record.category}  penalised: {span_text!r}")
+            for mark in record.static:
+                console.print(f"static: line {mark.finding.line} {mark.finding.rule} ({mark.finding.message}): "
+                              f"{mark.penalty:+.4g} on {len(mark.tokens)} tokens")
             console.print("terms: " + ", ".join(f"{k} {v:+.4g}" for k, v in record.terms().items()))
             console.print(f"returns: {record.advantage + record.fine:+.4g} on {len(marked)} penalised "
                           f"tokens, {record.advantage:+.4g} on the other {len(offsets) - len(marked)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import selectors
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import rltf
 from rltf.judge import wire
+from rltf.judge.static import StaticAnalyzer
 from rltf.judge.verdict import Verdict
 from rltf.problems import Problem, infer_entry_point, validate_tests
 
@@ -34,6 +36,8 @@ class JudgeConfig:
     stop_on_first_failure: bool = False
     # "auto": namespaces where the OS allows them; "namespaces": fail without them; "rlimits": never use them
     isolation: str = "auto"
+    static: bool = False
+    """Add static-analysis findings (:mod:`rltf.judge.static`) to every verdict of a program that compiles."""
 
 
 class JudgeError(RuntimeError):
@@ -112,6 +116,7 @@ class Judge:
         if self.config.isolation not in ("auto", "namespaces", "rlimits"):
             raise ValueError(f"unknown isolation {self.config.isolation!r}")
         self._workers = [_Worker(self.config.isolation) for _ in range(max(1, self.config.workers))]
+        self._static = StaticAnalyzer() if self.config.static else None
 
     @property
     def isolation(self) -> str:
@@ -127,6 +132,8 @@ class Judge:
         for worker in self._workers:
             worker.kill()
         self._workers = []
+        if self._static is not None:
+            self._static.close()
 
     def _job(self, problem: Problem, program: str) -> dict:
         validate_tests(problem.tests)
@@ -159,6 +166,10 @@ class Judge:
         busy: dict[int, _Worker] = {}
 
         def finish(index: int, verdict: Verdict) -> None:
+            if self._static is not None and verdict.error_category not in ("compile", "infra_error"):
+                problem, program = pairs[index]
+                entry_point = problem.entry_point or infer_entry_point(problem.tests)
+                verdict = dataclasses.replace(verdict, static=self._static.analyze(program, entry_point))
             verdicts[index] = verdict
             if on_result is not None:
                 on_result(index, verdict)

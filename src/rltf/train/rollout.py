@@ -113,11 +113,13 @@ class Rollout:
     gen_s: float = 0.0
     judge_wait_s: float = 0.0
     judge_busy_s: float = 0.0
+    static_findings: Counter[str] = field(default_factory=Counter)
 
     def metrics(self) -> dict[str, Any]:
         """``time_judge_s`` is the judging that generation did not hide (waiting after the last
-        ``generate``); ``time_judge_busy_s`` all of it. ``reward_fine`` is the fine term's share of
-        the mean token return."""
+        ``generate``); ``time_judge_busy_s`` all of it. ``reward_fine`` and ``reward_static`` are
+        the fine and static terms' shares of the mean token return; ``static_findings`` counts the
+        penalised findings by rule."""
         programs = max(self.programs, 1)
         return {
             "reward_mean": mean_or_none(self.rewards),
@@ -126,6 +128,7 @@ class Rollout:
             "sample_pass_rate": self.verdicts["pass"] / programs if self.programs else None,
             "greedy_pass_rate": self.greedy_passed / self.greedy if self.greedy else None,
             "verdicts": {k: self.verdicts[k] for k in VERDICT_KEYS},
+            **({"static_findings": dict(self.static_findings)} if self.static_findings else {}),
             "samples_new": len(self.samples),
             "samples_dropped_infra": self.dropped,
             "groups": self.groups,
@@ -261,6 +264,9 @@ class Actor:
             rollout.rewards.append(record.reward)
             rollout.terms.setdefault(record.reward_term, []).append(record.reward)
             rollout.terms.setdefault("fine", []).append(record.fine * len(record.tokens) / len(values))
+            if fb.static_weight:
+                rollout.terms.setdefault("static", []).append(record.terms()["static"] / len(values))
+                rollout.static_findings.update(m.finding.rule for m in record.static)
             rollout.terms.setdefault("baseline", []).append(record.baseline)
             rollout.terms.setdefault("advantage", []).append(record.advantage)
             rollout.token_returns.extend(values)
