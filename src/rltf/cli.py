@@ -23,10 +23,14 @@ def judge(
     workers: int | None = typer.Option(None, help="Sandbox servers (default: one per core)."),
     timeout: float | None = typer.Option(None, help="Seconds per test (default 4)."),
     stop_on_first_failure: bool = typer.Option(False, help="Stop a program at its first failing test."),
+    tests: str = typer.Option("original", help="original (the benchmark's), extra (rltf augment's) or all."),
 ) -> None:
     """Run programs against unit tests in the sandbox and write typed verdicts."""
     from rltf.judge import Judge
     from rltf.problems import ProblemFormatError, load_problems
+
+    if tests not in ("original", "extra", "all"):
+        raise typer.BadParameter("--tests must be original, extra or all")
 
     try:
         by_id = {p.id: p for p in load_problems(problems)}
@@ -37,7 +41,7 @@ def judge(
             raise typer.BadParameter("--problem-id needs --program-file")
         if problem_id not in by_id:
             raise typer.BadParameter(f"unknown problem id {problem_id!r}", param_hint="--problem-id")
-        with Judge(workers=1, timeout_s=timeout, stop_on_first_failure=stop_on_first_failure) as runner:
+        with Judge(workers=1, timeout_s=timeout, stop_on_first_failure=stop_on_first_failure, tests=tests) as runner:
             verdict = runner.run(by_id[problem_id], program_file.read_text(encoding="utf-8"))
         typer.echo(json.dumps(verdict.to_dict()))
         return
@@ -53,7 +57,8 @@ def judge(
             errors += 1
             typer.echo(row["error"], err=True)
     valid = [i for i, row in enumerate(rows) if "error" not in row]
-    with Judge(workers=workers, timeout_s=timeout, stop_on_first_failure=stop_on_first_failure) as runner, \
+    with Judge(workers=workers, timeout_s=timeout, stop_on_first_failure=stop_on_first_failure,
+               tests=tests) as runner, \
             _progress(len(valid), "judging") as advance:
         verdicts = runner.run_many([(by_id[rows[i]["problem_id"]], rows[i]["program"]) for i in valid],
                                    on_result=lambda *_: advance())
@@ -70,9 +75,12 @@ def judge(
 
 
 def _read_program_lines(path: Path, by_id: dict) -> list[dict]:
-    """One row per non-blank line; a bad line becomes an error row that names it, the rest go on."""
+    """One row per non-blank line (``.gz`` read as gzip); a bad line becomes an error row that names
+    it, the rest go on."""
+    import gzip
+
     rows: list[dict] = []
-    with path.open(encoding="utf-8") as handle:
+    with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")) as handle:
         for lineno, line in enumerate(handle, 1):
             if not line.strip():
                 continue
@@ -102,6 +110,42 @@ def _progress(total: int, label: str):
                   console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(label, total=total)
         yield lambda: progress.advance(task)
+
+
+@app.command()
+def augment(
+    dataset: str = typer.Argument(..., help="Benchmark name, or a canonical problems .jsonl(.gz) file."),
+    out: Path = typer.Option(..., "--out", help="Where to write the problems with extra_tests (JSONL)."),
+    split: str | None = typer.Option(None, help="Dataset split (default: all)."),
+    limit: int | None = typer.Option(None, help="Only the first N problems."),
+    max_new: int = typer.Option(10, "--max-new", help="At most this many new tests per problem."),
+    draws: int = typer.Option(60, help="Mutated inputs tried per problem."),
+    seed: int = typer.Option(0),
+    workers: int | None = typer.Option(None, help="Sandbox servers (default: one per core)."),
+    programs: Path | None = typer.Option(None, help='JSONL of {"problem_id", "program"} (e.g. an eval\'s '
+                                         "samples.jsonl): report how many pass the original tests and fail all."),
+) -> None:
+    """Add type-aware mutated tests (expected outputs from the reference, run in the sandbox) as extra_tests."""
+    from rltf.augment import augment as augment_problems
+    from rltf.augment import flip_stats
+    from rltf.judge import Judge
+    from rltf.problems import load_problems, save_problems
+
+    problems = load_problems(dataset)[:limit] if Path(dataset).is_file() else _load(dataset, split, None)[:limit]
+    with Judge(workers=workers) as judge, _progress(len(problems), "augmenting") as advance:
+        augmented, stats = augment_problems(problems, judge, max_new=max_new, draws=draws, seed=seed,
+                                            on_problem=advance)
+    save_problems(augmented, out)
+    report = {"dataset": dataset, "split": split, "max_new": max_new, "draws": draws, "seed": seed,
+              **stats.to_dict()}
+    if programs is not None:
+        by_id = {p.id: p for p in augmented}
+        rows = [r for r in _read_program_lines(programs, by_id) if "error" not in r]
+        report["programs"] = flip_stats([(by_id[r["problem_id"]], r["program"]) for r in rows], workers)
+    stats_path = out.with_name(out.name.split(".")[0] + ".stats.json")
+    stats_path.write_text(json.dumps(report, indent=1) + "\n")
+    typer.echo(json.dumps(report, indent=1))
+    typer.echo(f"{stats.augmented} of {stats.problems} problems gained tests -> {out} (stats {stats_path})", err=True)
 
 
 @app.command("eval")

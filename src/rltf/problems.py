@@ -24,7 +24,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 TEST_KINDS = ("assert", "stdio", "call")
 
@@ -45,6 +45,9 @@ class Problem:
     solutions: list[str] = field(default_factory=list)
     time_limit_s: float | None = None
     memory_limit_mb: int | None = None
+    extra_tests: dict[str, Any] | None = None
+    """More tests of the same kind (``rltf augment``), kept apart so both pass ratios are known;
+    the judge's ``tests: original | extra | all`` picks which run."""
 
     @property
     def test_kind(self) -> str:
@@ -66,6 +69,10 @@ class Problem:
             if key not in record:
                 raise ProblemFormatError(f"missing key {key!r}")
         validate_tests(record["tests"])
+        if record.get("extra_tests") is not None:
+            validate_tests(record["extra_tests"])
+            if record["extra_tests"]["kind"] != record["tests"]["kind"]:
+                raise ProblemFormatError("'extra_tests' must be of the same kind as 'tests'")
         known = cls.__dataclass_fields__
         unknown = set(record) - set(known)
         if unknown:
@@ -104,6 +111,21 @@ def validate_tests(tests: Any) -> None:
         for i, case in enumerate(cases):
             if not (isinstance(case, dict) and isinstance(case.get("args"), list) and "expected" in case):
                 raise ProblemFormatError(f"call case {i} needs a list 'args' and an 'expected' value")
+
+
+TestSelection = Literal["original", "extra", "all"]
+
+
+def select_tests(problem: Problem, which: TestSelection) -> dict[str, Any]:
+    """The tests to judge with: the benchmark's own (``original``), the augmented ones (``extra``;
+    the original where a problem has none) or both, original first (``all``; the extra setup, which
+    extends the original's, runs once)."""
+    extra = problem.extra_tests
+    if which == "original" or not extra:
+        return problem.tests
+    if which == "extra":
+        return extra
+    return {**extra, "cases": [*problem.tests["cases"], *extra["cases"]]}
 
 
 def infer_entry_point(tests: dict[str, Any]) -> str | None:

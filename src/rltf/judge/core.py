@@ -9,15 +9,16 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import rltf
 from rltf.judge import wire
 from rltf.judge.static import StaticAnalyzer
 from rltf.judge.verdict import Verdict
-from rltf.problems import Problem, infer_entry_point, validate_tests
+from rltf.problems import Problem, TestSelection, infer_entry_point, select_tests, validate_tests
 
 START_TIMEOUT_S = 60.0
 REPLY_SLACK_S = 15.0
@@ -38,6 +39,8 @@ class JudgeConfig:
     isolation: str = "auto"
     static: bool = False
     """Add static-analysis findings (:mod:`rltf.judge.static`) to every verdict of a program that compiles."""
+    tests: TestSelection = "original"
+    """Which tests judge a program: the benchmark's (``original``), ``rltf augment``'s (``extra``) or ``all``."""
 
 
 class JudgeError(RuntimeError):
@@ -115,6 +118,8 @@ class Judge:
                 setattr(self.config, key, value)
         if self.config.isolation not in ("auto", "namespaces", "rlimits"):
             raise ValueError(f"unknown isolation {self.config.isolation!r}")
+        if self.config.tests not in ("original", "extra", "all"):
+            raise ValueError(f"unknown tests {self.config.tests!r} (original, extra or all)")
         self._workers = [_Worker(self.config.isolation) for _ in range(max(1, self.config.workers))]
         self._static = StaticAnalyzer() if self.config.static else None
 
@@ -136,14 +141,15 @@ class Judge:
             self._static.close()
 
     def _job(self, problem: Problem, program: str) -> dict:
-        validate_tests(problem.tests)
+        tests = select_tests(problem, self.config.tests)
+        validate_tests(tests)
         cfg = self.config
         timeout = problem.time_limit_s or cfg.timeout_s
         memory = problem.memory_limit_mb or cfg.memory_mb
         limits = {"cpu_s": cfg.program_timeout_s, "memory_mb": memory, "max_processes": cfg.max_processes,
                   "max_file_mb": cfg.max_output_mb}
         entry_point = problem.entry_point or infer_entry_point(problem.tests)
-        return {"program": program, "tests": problem.tests, "entry_point": entry_point,
+        return {"program": program, "tests": tests, "entry_point": entry_point,
                 "timeout_s": timeout, "program_timeout_s": cfg.program_timeout_s, "limits": limits,
                 "stop_on_first_failure": cfg.stop_on_first_failure}
 
@@ -158,7 +164,22 @@ class Judge:
         failure yields an ``infra_error`` verdict, never a program failure.
         """
         pairs = list(pairs)
-        jobs = [self._job(problem, program) for problem, program in pairs]
+        return self._run_jobs(pairs, [self._job(problem, program) for problem, program in pairs], on_result)
+
+    def call_outputs(self, program: str, fn_name: str, inputs: Sequence[Sequence[Any]]) -> list[str | None]:
+        """The return value of ``fn_name(*args)`` for each input, as the repr of plain builtin data,
+        computed by running ``program`` (a reference solution: trusted, but still never run in this
+        process) in the sandbox; None where the call raised, timed out or returned anything else."""
+        cases = [{"args": wire.encode(list(args)), "expected": None} for args in inputs]  # tuples, sets survive
+        problem = Problem(id="call-outputs", source="", prompt="",
+                          tests={"kind": "call", "fn_name": fn_name, "cases": cases})
+        job = {**self._job(problem, program), "collect": True, "stop_on_first_failure": False}
+        verdict = self._run_jobs([(problem, program)], [job], None)[0]
+        outputs = [t.output if t.status == "pass" else None for t in verdict.tests]
+        return outputs + [None] * (len(cases) - len(outputs))
+
+    def _run_jobs(self, pairs: list[tuple[Problem, str]], jobs: list[dict],
+                  on_result: Callable[[int, Verdict], None] | None) -> list[Verdict]:
         verdicts: list[Verdict | None] = [None] * len(jobs)
         tries = [0] * len(jobs)
         pending = deque(range(len(jobs)))
@@ -183,7 +204,7 @@ class Judge:
             if tries[index] < 2:
                 pending.appendleft(index)
             else:
-                finish(index, Verdict.infra(reason, len(pairs[index][0].tests["cases"]), worker.isolation))
+                finish(index, Verdict.infra(reason, len(jobs[index]["tests"]["cases"]), worker.isolation))
 
         try:
             while pending or busy:

@@ -53,16 +53,20 @@ class TestResult:
     status: TestStatus
     time_s: float = 0.0
     error: ErrorInfo | None = None
+    output: str | None = None
+    """The return value's repr, for :meth:`rltf.judge.Judge.call_outputs` only."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status, "time_s": round(self.time_s, 6)}
         if self.error is not None:
             out["error"] = self.error.to_dict()
+        if self.output is not None:
+            out["output"] = self.output
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TestResult:
-        return cls(data["status"], data.get("time_s", 0.0), ErrorInfo.from_dict(data.get("error")))
+        return cls(data["status"], data.get("time_s", 0.0), ErrorInfo.from_dict(data.get("error")), data.get("output"))
 
 
 @dataclass(frozen=True)
