@@ -75,7 +75,13 @@ def test_expected_outputs_come_from_the_sandbox_and_bad_references_are_dropped(t
     assert stats.dropped["raised, timed out or not plain data"] > 0
     assert 1 <= len(sorted_.extra_tests["cases"]) <= 5 and sorted_.tests == SORT.tests
     outputs = [c.split(" == ")[1] for c in sorted_.extra_tests["cases"]]
-    assert len(set(outputs)) == len(outputs) and "[1, 2, 3]" not in outputs  # distinct, new behaviour
+    assert len(set(outputs)) == len(outputs) == 5 and "[1, 2, 3]" not in outputs  # distinct, new behaviour
+    predicate = Problem(id="mbpp/9006", source="mbpp", prompt="", entry_point="even", solutions=[
+        "def even(x):\n    return x % 2 == 0\n"], tests={"kind": "assert", "setup": "", "cases": [
+            "assert even(2) == True", "assert even(3) == False"]})
+    with Judge(workers=1) as judge:
+        (out,), stats = augment([predicate], judge, max_new=4)
+    assert len(out.extra_tests["cases"]) == 4 and stats.new_outputs == 0  # True/False shown: inputs still new
 
 
 def test_nondeterministic_references_are_dropped() -> None:

@@ -8,8 +8,10 @@ keys dropped, nested structures mutated element by element so they stay well-for
 output of each new input comes from the problem's reference solution run in the judge's sandbox
 (:meth:`rltf.judge.Judge.call_outputs`), twice: inputs where the reference raises, times out,
 returns anything but plain builtin data, or answers differently the second time are dropped. Of
-the rest, up to ``max_new`` are kept per problem, one per distinct output that the original tests
-do not already show (distinct behaviour, first cut), in the order they were drawn.
+the rest, up to ``max_new`` are kept per problem: first one input for each output that neither the
+original tests nor an earlier pick shows (distinct behaviour, first cut), then, to fill the rest,
+inputs whose output is already known (a predicate's True and False are soon all shown), in the
+order they were drawn.
 
 The new asserts go to ``extra_tests`` (same kind, same setup), so the original tests and their pass
 ratio stay as the benchmark defines them; the judge's ``tests: original | extra | all`` chooses.
@@ -42,13 +44,16 @@ class AugmentStats:
     augmented: int = 0
     added: list[int] = field(default_factory=list)
     candidates: int = 0
+    new_outputs: int = 0
+    """Added tests whose expected output no original test and no other added test shows."""
     dropped: Counter[str] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
         added = sorted(self.added)
         return {"problems": self.problems, "augmented": self.augmented, "candidates": self.candidates,
                 "tests_added": sum(added), "tests_added_per_problem": sum(added) / len(added) if added else 0.0,
-                "tests_added_median": added[len(added) // 2] if added else 0, "dropped": dict(self.dropped)}
+                "tests_added_median": added[len(added) // 2] if added else 0, "new_outputs": self.new_outputs,
+                "dropped": dict(self.dropped)}
 
 
 # --------------------------------------------------------------------------- mutation
@@ -182,24 +187,24 @@ def augment_problem(problem: Problem, judge: Judge, rng: random.Random, max_new:
     first = judge.call_outputs(reference, entry, inputs)
     second = judge.call_outputs(reference, entry, inputs)
     shown = {out for out in first[: len(seeds)] if out is not None}
-    cases, outputs = [], set()
+    fresh: dict[str, str] = {}  # output -> the first case that gives it: new behaviour first
+    repeats: list[str] = []  # cases whose output is shown or already covered: they fill what is left
     for args, out, again in zip(candidates, first[len(seeds):], second[len(seeds):], strict=True):
         reason = ("raised, timed out or not plain data" if out is None or again is None
                   else "nondeterministic" if out != again
-                  else "not a literal" if not all(_round_trips(a) for a in args)
-                  else "output shown by the original tests" if out in shown
-                  else "output already covered" if out in outputs else None)
+                  else "not a literal" if not all(_round_trips(a) for a in args) else None)
         case = render_case(entry, args, out) if reason is None else None
         if reason is None and case is None:
             reason = "floats inside a container"
         if reason is not None:
             stats.dropped[reason] += 1
-            continue
-        if len(cases) == max_new:
-            stats.dropped["over max_new"] += 1
-            continue
-        outputs.add(out)
-        cases.append(case)
+        elif out in shown or out in fresh:
+            repeats.append(case)
+        else:
+            fresh[out] = case
+    cases = [*fresh.values(), *repeats][:max_new]
+    stats.new_outputs += min(len(fresh), max_new)
+    stats.dropped["over max_new"] += len(fresh) + len(repeats) - len(cases)
     if not cases:
         return problem
     stats.augmented += 1

@@ -58,7 +58,11 @@ class Problem:
         return len(self.tests["cases"])
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSONL record; ``extra_tests`` only when there are some (older records stay byte-identical)."""
+        record = asdict(self)
+        if record["extra_tests"] is None:
+            del record["extra_tests"]
+        return record
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Problem:
