@@ -188,9 +188,8 @@ class Judge:
 
         def finish(index: int, verdict: Verdict) -> None:
             if self._static is not None and verdict.error_category not in ("compile", "infra_error"):
-                problem, program = pairs[index]
-                entry_point = problem.entry_point or infer_entry_point(problem.tests)
-                verdict = dataclasses.replace(verdict, static=self._static.analyze(program, entry_point))
+                findings = self._static.analyze(jobs[index]["program"], jobs[index]["entry_point"])
+                verdict = dataclasses.replace(verdict, static=findings)
             verdicts[index] = verdict
             if on_result is not None:
                 on_result(index, verdict)
