@@ -44,6 +44,7 @@ def test_seed_inputs_and_rendered_cases() -> None:
     assert render_case("f", ((1, 2), "a"), "[1, 2]") == "assert f((1, 2), 'a') == [1, 2]"
     assert render_case("f", (1,), "0.5").startswith("assert _rltf_math.isclose(f(1), 0.5")
     assert render_case("f", (1,), "[0.5]") is None  # floats inside a container are not compared exactly
+    assert render_case("f", (1,), "frozenset({1})") is None  # no literal to compare with
 
 
 def test_expected_outputs_come_from_the_sandbox_and_bad_references_are_dropped(tmp_path: Path,

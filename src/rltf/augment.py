@@ -153,8 +153,12 @@ def _floats_inside(value: Any) -> bool:
 
 
 def render_case(entry: str, args: tuple[Any, ...], output: str) -> str | None:
-    """One new assert, or None when the output cannot be compared safely."""
-    value = ast.literal_eval(output)
+    """One new assert, or None when the output cannot be compared safely (or has no literal, as a
+    frozenset has not)."""
+    try:
+        value = ast.literal_eval(output)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
     call = f"{entry}({', '.join(repr(a) for a in args)})"
     if _floats_inside(value):
         return None
@@ -195,7 +199,7 @@ def augment_problem(problem: Problem, judge: Judge, rng: random.Random, max_new:
                   else "not a literal" if not all(_round_trips(a) for a in args) else None)
         case = render_case(entry, args, out) if reason is None else None
         if reason is None and case is None:
-            reason = "floats inside a container"
+            reason = "no literal output" if out.startswith("frozenset") else "floats inside a container"
         if reason is not None:
             stats.dropped[reason] += 1
         elif out in shown or out in fresh:
