@@ -144,6 +144,14 @@ def _round_trips(value: Any) -> bool:
         return False
 
 
+def _parses(text: str) -> bool:
+    try:
+        ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
+    return True
+
+
 def _floats_inside(value: Any) -> bool:
     if isinstance(value, (list, tuple, set, frozenset)):
         return any(isinstance(v, float) or _floats_inside(v) for v in value)
@@ -155,10 +163,9 @@ def _floats_inside(value: Any) -> bool:
 def render_case(entry: str, args: tuple[Any, ...], output: str) -> str | None:
     """One new assert, or None when the output cannot be compared safely (or has no literal, as a
     frozenset has not)."""
-    try:
-        value = ast.literal_eval(output)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+    if not _parses(output):
         return None
+    value = ast.literal_eval(output)
     call = f"{entry}({', '.join(repr(a) for a in args)})"
     if _floats_inside(value):
         return None
@@ -199,7 +206,7 @@ def augment_problem(problem: Problem, judge: Judge, rng: random.Random, max_new:
                   else "not a literal" if not all(_round_trips(a) for a in args) else None)
         case = render_case(entry, args, out) if reason is None else None
         if reason is None and case is None:
-            reason = "no literal output" if out.startswith("frozenset") else "floats inside a container"
+            reason = "floats inside a container" if _parses(out) else "no literal output"
         if reason is not None:
             stats.dropped[reason] += 1
         elif out in shown or out in fresh:
