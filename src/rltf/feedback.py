@@ -10,7 +10,9 @@ per-token returns ``r_t = A(W) - λ·κ·m_t`` over the generated tokens of one 
 * ``m_t`` marks the tokens that the fine-grained category blames: every program token for
   ``global`` errors, the tokens of the failing line for ``line`` errors, none for ``ignore``;
 * ``κ`` is the length normaliser (see :class:`FeedbackConfig.normaliser`);
-* the token weight ``c_t`` of the original code (a frozen CodeRL critic) is 1: no critic is shipped.
+* the token weight ``c_t`` of the original code (a frozen CodeRL critic) is 1: no critic is shipped;
+* beyond the paper, an optional ``static`` term (:func:`static_marks`) takes ``μ·w_rule`` from the
+  tokens of each line a static-analysis finding names.
 
 The classification follows the original RLTF code (``program_feedback.py``) with its bugs fixed:
 lines are found by the judge's line number rather than by text search, timeouts are ``global``
