@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -24,13 +26,26 @@ def judge(
     timeout: float | None = typer.Option(None, help="Seconds per test (default 4)."),
     stop_on_first_failure: bool = typer.Option(False, help="Stop a program at its first failing test."),
     tests: str = typer.Option("original", help="original (the benchmark's), extra (rltf augment's) or all."),
+    backend: str = typer.Option("local", help="local (sandbox servers here) or ray (judge actors on Ray)."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="With --backend ray: the cluster "
+                                           "(auto), default a local Ray instance."),
 ) -> None:
     """Run programs against unit tests in the sandbox and write typed verdicts."""
-    from rltf.judge import Judge
+    from rltf.judge import JudgeConfig, open_judge
     from rltf.problems import ProblemFormatError, load_problems
 
     if tests not in ("original", "extra", "all"):
         raise typer.BadParameter("--tests must be original, extra or all")
+    if backend not in ("local", "ray"):
+        raise typer.BadParameter("--backend must be local or ray")
+    settings = {"timeout_s": timeout, "stop_on_first_failure": stop_on_first_failure, "tests": tests,
+                "backend": backend, "ray_address": ray_address}
+
+    def judge_with(servers: int | None) -> Any:
+        config = JudgeConfig(**{k: v for k, v in settings.items() if v is not None})
+        if servers is not None:
+            config.workers = servers
+        return open_judge(config)
 
     try:
         by_id = {p.id: p for p in load_problems(problems)}
@@ -41,7 +56,7 @@ def judge(
             raise typer.BadParameter("--problem-id needs --program-file")
         if problem_id not in by_id:
             raise typer.BadParameter(f"unknown problem id {problem_id!r}", param_hint="--problem-id")
-        with Judge(workers=1, timeout_s=timeout, stop_on_first_failure=stop_on_first_failure, tests=tests) as runner:
+        with judge_with(1) as runner:
             verdict = runner.run(by_id[problem_id], program_file.read_text(encoding="utf-8"))
         typer.echo(json.dumps(verdict.to_dict()))
         return
@@ -57,8 +72,7 @@ def judge(
             errors += 1
             typer.echo(row["error"], err=True)
     valid = [i for i, row in enumerate(rows) if "error" not in row]
-    with Judge(workers=workers, timeout_s=timeout, stop_on_first_failure=stop_on_first_failure,
-               tests=tests) as runner, \
+    with judge_with(workers) as runner, \
             _progress(len(valid), "judging") as advance:
         verdicts = runner.run_many([(by_id[rows[i]["problem_id"]], rows[i]["program"]) for i in valid],
                                    on_result=lambda *_: advance())
@@ -167,6 +181,8 @@ def eval_command(
     seed: int = typer.Option(0),
     workers: int = typer.Option(2, help="Judge worker processes."),
     timeout: float | None = typer.Option(None, help="Judge time limit per test in seconds (default: judge's)."),
+    judge_backend: str = typer.Option("local", "--judge-backend", help="local, or ray: judge actors on a Ray "
+                                      "cluster (RLTF_RAY_ADDRESS=auto joins this machine's)."),
     batch_size: int = typer.Option(128, "--batch-size", help="Sequences per chunk (sampled, judged and saved "
                                    "together; the unit of resume)."),
     engine: str = typer.Option("auto", help="Generation engine: auto (the fastest installed: llamacpp, ct2, "
@@ -185,7 +201,7 @@ def eval_command(
 
     from rltf.evaluation import EvalSettings, evaluate
     from rltf.generation import ENGINES, EngineConfig, make_engine
-    from rltf.judge import Judge
+    from rltf.judge import JudgeConfig, open_judge
     from rltf.models import Policy, set_threads
     from rltf.problems import load_problems
 
@@ -196,6 +212,8 @@ def eval_command(
         raise typer.BadParameter(f"every k must be <= n={n}")
     if engine not in ENGINES:
         raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}")
+    if judge_backend not in ("local", "ray"):
+        raise typer.BadParameter("--judge-backend must be local or ray")
     if Path(dataset).is_file():
         problems = load_problems(dataset)[:limit]
     else:
@@ -212,7 +230,11 @@ def eval_command(
     sampler = make_engine(policy, EngineConfig(engine, compute_type, engine_workers))  # type: ignore[arg-type]
     settings = EvalSettings(dataset, split, model, policy.style, n, temperature, top_p, max_new_tokens, seed,
                             batch_size, sampler.label)
-    with Judge(workers=workers, timeout_s=timeout) as judge:
+    judge_config = JudgeConfig(workers=workers, backend=judge_backend,  # type: ignore[arg-type]
+                               ray_address=os.environ.get("RLTF_RAY_ADDRESS"))
+    if timeout is not None:
+        judge_config.timeout_s = timeout
+    with open_judge(judge_config) as judge:
         summary = evaluate(sampler, policy, problems, judge, out, settings, ks)
     console = Console()
     scores = ", ".join(f"pass@{key} {100 * v:.2f}%" for key, v in summary["pass_at_k"].items())

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import rltf
 from rltf.judge import wire
@@ -41,6 +41,10 @@ class JudgeConfig:
     """Add static-analysis findings (:mod:`rltf.judge.static`) to every verdict of a program that compiles."""
     tests: TestSelection = "original"
     """Which tests judge a program: the benchmark's (``original``), ``rltf augment``'s (``extra``) or ``all``."""
+    backend: Literal["local", "ray"] = "local"
+    """``ray``: ``workers`` judge actors on a Ray cluster (:mod:`rltf.judge.ray_pool`) instead of local servers."""
+    ray_address: str | None = None
+    """With ``backend: ray``: None starts or joins a local Ray instance, ``auto`` the machine's cluster."""
 
 
 class JudgeError(RuntimeError):
@@ -238,3 +242,13 @@ class Judge:
         finally:
             selector.close()
         return verdicts  # type: ignore[return-value]
+
+
+def open_judge(config: JudgeConfig) -> Any:
+    """A :class:`Judge`, or for ``backend: ray`` a :class:`rltf.judge.ray_pool.RayJudge` with the
+    same ``run`` / ``run_many`` / ``isolation`` / ``close`` contract."""
+    if config.backend == "ray":
+        from rltf.judge.ray_pool import RayJudge
+
+        return RayJudge(config, address=config.ray_address)
+    return Judge(config)

@@ -22,7 +22,7 @@ from rltf.buffer import Sample
 from rltf.config import TrainConfig
 from rltf.feedback import ProgramSpan, token_returns
 from rltf.generation import Completion, Engine, SamplingParams
-from rltf.judge import Judge, JudgeConfig, Verdict
+from rltf.judge import Judge, JudgeConfig, Verdict, open_judge
 from rltf.judge.verdict import PHASES
 from rltf.models import Policy
 from rltf.problems import Problem
@@ -41,14 +41,15 @@ class JudgeService:
     A completion is judged as soon as the engine finishes it (:meth:`submit` returns a future), so
     judging hides behind generation, and a program that runs into its time limit occupies one server
     for that long without holding back the others. Each :class:`Judge` (not thread-safe) is used by
-    one thread at a time: a thread takes a free judge from the queue and puts it back.
+    one thread at a time: a thread takes a free judge from the queue and puts it back. With
+    ``judge.backend: ray`` each is a one-actor :class:`rltf.judge.ray_pool.RayJudge`.
     """
 
     def __init__(self, config: JudgeConfig) -> None:
         self._all: list[Judge] = []
         try:
             for _ in range(max(1, config.workers)):
-                self._all.append(Judge(dataclasses.replace(config, workers=1)))
+                self._all.append(open_judge(dataclasses.replace(config, workers=1)))
         except BaseException:
             for judge in self._all:
                 judge.close()
