@@ -10,6 +10,10 @@ and expected value are Python literals (checked to round-trip). Run from the rep
 Every task runs in its own interpreter with ``PYTHONHASHSEED=0``, so the output is byte-for-byte
 reproducible. Inputs whose test line would exceed ``MAX_CASE_CHARS`` are dropped (a cap against a
 few pathological outputs, e.g. Mbpp/255 lists 1.6 M combinations); the counts are printed.
+
+The output check and the special oracles follow EvalPlus 0.3.1 (``evalplus/eval/__init__.py``,
+``evalplus/eval/_special_oracle.py``): the float tolerance, set comparison, "is not None", and
+the tasks whose reference is ambiguous or wrong (Mbpp/164, 295, 558, 581).
 """
 
 from __future__ import annotations
@@ -72,6 +76,36 @@ SET_EQ = {"similar_elements", "find_char_long", "common_in_nested_lists", "extra
           "intersection_array", "find_dissimilar", "Diff"}
 NOT_NONE = {"check_str", "text_match_three", "text_starta_endb"}
 NOT_NONE_SETUP = "\n\ndef _found(out):\n    return out if isinstance(out, bool) else out is not None\n"
+# Two more of EvalPlus 0.3.1's oracles accept a second reading of an ambiguous task as well as the
+# reference's: Mbpp/581 the rounded surface area with "height" as the pyramid's perpendicular
+# height (|out - alt| <= the task's atol), Mbpp/558 the digit distance of the two numbers
+# zero-padded to the same length (out == alt).
+ALT_SETUP = {
+    "surface_Area": '''
+
+def _alt(base_edge, height):
+    slant_height = math.sqrt((base_edge / 2) ** 2 + height ** 2)
+    return round(base_edge ** 2 + 4 * (base_edge * slant_height) / 2)
+
+
+def _near(out, alt, atol):
+    try:
+        return abs(out - alt) <= atol
+    except TypeError:
+        return False
+''',
+    "digit_distance_nums": '''
+
+def _alt(num1, num2):
+    a, b = str(num1), str(num2)
+    width = max(len(a), len(b))
+    return sum(abs(int(x) - int(y)) for x, y in zip(a.zfill(width), b.zfill(width)))
+
+
+def _near(out, alt, atol):
+    return out == alt
+''',
+}
 
 
 def _tuples(x: Any) -> Any:
@@ -156,6 +190,8 @@ def render_case(entry: str, args: str, exp: str, atol: float) -> str:
         return f"assert {call} or True"
     if entry == "sum_div":
         return f"assert (_out := {call}) == 0 or _close(_out, {exp}, {atol!r})"
+    if entry in ALT_SETUP:
+        return f"assert _close(_out := {call}, {exp}, {atol!r}) or _near(_out, _alt({args}), {atol!r})"
     return f"assert _close({call}, {exp}, {atol!r})"
 
 
@@ -188,7 +224,8 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_problem(task: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-    setup = SETUP + (NOT_NONE_SETUP if task["entry_point"] in NOT_NONE else "")
+    entry = task["entry_point"]
+    setup = SETUP + (NOT_NONE_SETUP if entry in NOT_NONE else "") + ALT_SETUP.get(entry, "")
     return {
         "id": "mbpp-plus/" + task["task_id"].split("/")[1],
         "source": "mbpp-plus",

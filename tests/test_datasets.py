@@ -186,6 +186,37 @@ def test_mbpp_plus():
         run_reference(problems[f"mbpp-plus/{task}"])
 
 
+def _failing_cases(problem: Problem, program: str, cases: list[str]) -> int:
+    namespace: dict = {}
+    exec(program, namespace)
+    exec(problem.tests["setup"], namespace)
+    failed = 0
+    for case in cases:
+        try:
+            exec(case, namespace)
+        except AssertionError:
+            failed += 1
+    return failed
+
+
+def test_mbpp_plus_ambiguous_tasks_accept_either_reading():
+    """EvalPlus 0.3.1's oracles for Mbpp/581 and 558 also accept the other reading of the task."""
+    problems = {p.id: p for p in load_dataset("mbpp-plus")}
+    perpendicular = ("import math\ndef surface_Area(b, h):\n"
+                     "    return round(b * b + 2 * b * math.sqrt((b / 2) ** 2 + h * h))\n")
+    padded = ("def digit_distance_nums(a, b):\n    x, y = str(a), str(b)\n    w = max(len(x), len(y))\n"
+              "    return sum(abs(int(p) - int(q)) for p, q in zip(x.zfill(w), y.zfill(w)))\n")
+    for task, program in (("581", perpendicular), ("558", padded)):
+        problem = problems[f"mbpp-plus/{task}"]
+        cases = problem.tests["cases"]
+        run_reference(problem)
+        assert _failing_cases(problem, program, cases) == 0
+        reference_only = [re.sub(r" or _near\(.*\)$", "", c).replace("_out := ", "") for c in cases]
+        assert _failing_cases(problem, program, reference_only) > 0  # the second reading does differ
+        wrong = f"def {problem.entry_point}(*args):\n    return -1\n"  # neither reading gives a negative
+        assert _failing_cases(problem, wrong, cases) == len(cases)
+
+
 def test_mbpp_plus_close():
     namespace: dict = {}
     exec(load_dataset("mbpp-plus", limit=1)[0].tests["setup"], namespace)

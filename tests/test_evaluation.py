@@ -4,13 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
-from tiny_policy import make_tiny_model
 from typer.testing import CliRunner
 
 from rltf.cli import app
 from rltf.evaluation import mean_pass_at_k, pass_at_k, plan_chunks, summarize
 from rltf.generation.llamacpp import default_compute_type
 from rltf.judge.verdict import ErrorInfo, Verdict
+from rltf.models import save_tiny_llama as make_tiny_model
 from rltf.problems import Problem
 
 MBPP_IDS = ["mbpp/11", "mbpp/12", "mbpp/13"]  # the first three of the test split

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_policy import make_tiny_model
 
 from rltf import generation
 from rltf.generation import EngineConfig, HFEngine, SamplingParams, TextStream, make_engine, resolve_engine
 from rltf.generation.ct2 import CT2Engine
 from rltf.generation.llamacpp import LlamaCppEngine, _sample, default_compute_type
 from rltf.models import Policy
+from rltf.models import save_tiny_llama as make_tiny_model
 from rltf.problems import Problem
 from rltf.prompts import Prompt
 

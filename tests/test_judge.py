@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from rltf.judge import Judge, JudgeConfig
-from rltf.problems import Problem
+from rltf.problems import Problem, infer_entry_point
 
 SECRET = "SECRET-7f3a9c-expected"
 
@@ -112,6 +115,27 @@ def test_error_at_module_level(judge):
 def test_missing_entry_point(judge):
     v = judge.run(ADD, "def g(a, b):\n    return a + b\n")
     assert v.status == "error" and v.error.type == "NameError" and v.error.line is None
+
+
+def test_a_record_without_entry_point_infers_it_from_the_tests(judge):
+    # mbpp/126: the program defines `sum`, and its asserts call `sum(...)`
+    program = src("""
+        def sum(a, b):
+            total = 0
+            for i in range(1, min(a, b)):
+                if a % i == 0 and b % i == 0:
+                    total += i
+            return total
+    """)
+    cases = ["assert sum(10,15) == 6", "assert sum(100,150) == 93", "assert sum(4,6) == 3"]
+    v = judge.run(assert_problem(cases, entry_point=None), program)
+    assert (v.status, v.passed) == ("pass", 3)  # not the builtin sum
+    assert infer_entry_point({"kind": "assert", "cases": cases}) == "sum"
+    helper_first = ["assert set(similar(a, b)) == set(len([1]) * [4])"]
+    assert infer_entry_point({"kind": "assert", "cases": helper_first}) == "similar"  # builtins wrap it
+    assert infer_entry_point({"kind": "assert", "cases": ["assert math.isclose(area(2), 4.0)"]}) == "area"
+    assert infer_entry_point({"kind": "assert", "cases": ["assert True"]}) is None
+    assert infer_entry_point({"kind": "stdio", "cases": []}) is None
 
 
 def test_timeout(judge):
@@ -441,3 +465,25 @@ def test_call_problems_see_typing_names_like_leetcode(judge):
     # assert-style problems get no such help: a missing import stays a NameError
     v = judge.run(assert_problem(["assert f([1]) == 1"]), "def f(xs: List[int]):\n    return xs[0]\n")
     assert v.error.type == "NameError"
+
+
+def test_a_venv_reached_through_a_symlink_keeps_its_packages(tmp_path: Path) -> None:
+    real, link = tmp_path / "real-venv", tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(real)], check=True)
+    link.symlink_to(real, target_is_directory=True)
+    (site,) = (link / "lib").glob("python*/site-packages")
+    (site / "probe_pkg.py").write_text("VALUE = 42\n")
+    here = [p for p in sys.path if p.endswith("site-packages")] + [str(Path(__file__).parents[1] / "src")]
+    (site / "deps.pth").write_text("\n".join(here) + "\n")  # rltf and its dependencies
+    script = src("""
+        from rltf.judge import Judge, JudgeConfig
+        from rltf.problems import Problem
+        problem = Problem(id="p", source="t", prompt="", entry_point="f",
+                          tests={"kind": "assert", "setup": "", "cases": ["assert f() == 42"]})
+        with Judge(JudgeConfig(workers=1)) as judge:
+            v = judge.run(problem, "import probe_pkg\\ndef f():\\n    return probe_pkg.VALUE\\n")
+        print(v.status, v.isolation, v.error)
+    """)
+    out = subprocess.run([str(link / "bin" / "python"), "-c", script], capture_output=True, text=True, check=True)
+    status, isolation, *_ = out.stdout.split()
+    assert isolation.startswith("namespaces") and status == "pass", out.stdout

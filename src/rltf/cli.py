@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -23,10 +25,27 @@ def judge(
     workers: int | None = typer.Option(None, help="Sandbox servers (default: one per core)."),
     timeout: float | None = typer.Option(None, help="Seconds per test (default 4)."),
     stop_on_first_failure: bool = typer.Option(False, help="Stop a program at its first failing test."),
+    tests: str = typer.Option("original", help="original (the benchmark's), extra (rltf augment's) or all."),
+    backend: str = typer.Option("local", help="local (sandbox servers here) or ray (judge actors on Ray)."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="With --backend ray: the cluster "
+                                           "(auto), default a local Ray instance."),
 ) -> None:
     """Run programs against unit tests in the sandbox and write typed verdicts."""
-    from rltf.judge import Judge
+    from rltf.judge import JudgeConfig, open_judge
     from rltf.problems import ProblemFormatError, load_problems
+
+    if tests not in ("original", "extra", "all"):
+        raise typer.BadParameter("--tests must be original, extra or all")
+    if backend not in ("local", "ray"):
+        raise typer.BadParameter("--backend must be local or ray")
+    settings = {"timeout_s": timeout, "stop_on_first_failure": stop_on_first_failure, "tests": tests,
+                "backend": backend, "ray_address": ray_address}
+
+    def judge_with(servers: int | None) -> Any:
+        config = JudgeConfig(**{k: v for k, v in settings.items() if v is not None})
+        if servers is not None:
+            config.workers = servers
+        return open_judge(config)
 
     try:
         by_id = {p.id: p for p in load_problems(problems)}
@@ -37,7 +56,7 @@ def judge(
             raise typer.BadParameter("--problem-id needs --program-file")
         if problem_id not in by_id:
             raise typer.BadParameter(f"unknown problem id {problem_id!r}", param_hint="--problem-id")
-        with Judge(workers=1, timeout_s=timeout, stop_on_first_failure=stop_on_first_failure) as runner:
+        with judge_with(1) as runner:
             verdict = runner.run(by_id[problem_id], program_file.read_text(encoding="utf-8"))
         typer.echo(json.dumps(verdict.to_dict()))
         return
@@ -53,7 +72,7 @@ def judge(
             errors += 1
             typer.echo(row["error"], err=True)
     valid = [i for i, row in enumerate(rows) if "error" not in row]
-    with Judge(workers=workers, timeout_s=timeout, stop_on_first_failure=stop_on_first_failure) as runner, \
+    with judge_with(workers) as runner, \
             _progress(len(valid), "judging") as advance:
         verdicts = runner.run_many([(by_id[rows[i]["problem_id"]], rows[i]["program"]) for i in valid],
                                    on_result=lambda *_: advance())
@@ -70,9 +89,12 @@ def judge(
 
 
 def _read_program_lines(path: Path, by_id: dict) -> list[dict]:
-    """One row per non-blank line; a bad line becomes an error row that names it, the rest go on."""
+    """One row per non-blank line (``.gz`` read as gzip); a bad line becomes an error row that names
+    it, the rest go on."""
+    import gzip
+
     rows: list[dict] = []
-    with path.open(encoding="utf-8") as handle:
+    with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")) as handle:
         for lineno, line in enumerate(handle, 1):
             if not line.strip():
                 continue
@@ -104,6 +126,42 @@ def _progress(total: int, label: str):
         yield lambda: progress.advance(task)
 
 
+@app.command()
+def augment(
+    dataset: str = typer.Argument(..., help="Benchmark name, or a canonical problems .jsonl(.gz) file."),
+    out: Path = typer.Option(..., "--out", help="Where to write the problems with extra_tests (JSONL)."),
+    split: str | None = typer.Option(None, help="Dataset split (default: all)."),
+    limit: int | None = typer.Option(None, help="Only the first N problems."),
+    max_new: int = typer.Option(10, "--max-new", help="At most this many new tests per problem."),
+    draws: int = typer.Option(60, help="Mutated inputs tried per problem."),
+    seed: int = typer.Option(0),
+    workers: int | None = typer.Option(None, help="Sandbox servers (default: one per core)."),
+    programs: Path | None = typer.Option(None, help='JSONL of {"problem_id", "program"} (e.g. an eval\'s '
+                                         "samples.jsonl): report how many pass the original tests and fail all."),
+) -> None:
+    """Add type-aware mutated tests (expected outputs from the reference, run in the sandbox) as extra_tests."""
+    from rltf.augment import augment as augment_problems
+    from rltf.augment import flip_stats
+    from rltf.judge import Judge
+    from rltf.problems import load_problems, save_problems
+
+    problems = load_problems(dataset)[:limit] if Path(dataset).is_file() else _load(dataset, split, None)[:limit]
+    with Judge(workers=workers) as judge, _progress(len(problems), "augmenting") as advance:
+        augmented, stats = augment_problems(problems, judge, max_new=max_new, draws=draws, seed=seed,
+                                            on_problem=advance)
+    save_problems(augmented, out)
+    report = {"dataset": dataset, "split": split, "max_new": max_new, "draws": draws, "seed": seed,
+              **stats.to_dict()}
+    if programs is not None:
+        by_id = {p.id: p for p in augmented}
+        rows = [r for r in _read_program_lines(programs, by_id) if "error" not in r]
+        report["programs"] = flip_stats([(by_id[r["problem_id"]], r["program"]) for r in rows], workers)
+    stats_path = out.with_name(out.name.split(".")[0] + ".stats.json")
+    stats_path.write_text(json.dumps(report, indent=1) + "\n")
+    typer.echo(json.dumps(report, indent=1))
+    typer.echo(f"{stats.augmented} of {stats.problems} problems gained tests -> {out} (stats {stats_path})", err=True)
+
+
 @app.command("eval")
 def eval_command(
     out: str = typer.Option(..., "--out", help="Output directory (rerun with the same one to resume)."),
@@ -123,6 +181,8 @@ def eval_command(
     seed: int = typer.Option(0),
     workers: int = typer.Option(2, help="Judge worker processes."),
     timeout: float | None = typer.Option(None, help="Judge time limit per test in seconds (default: judge's)."),
+    judge_backend: str = typer.Option("local", "--judge-backend", help="local, or ray: judge actors on a Ray "
+                                      "cluster (RLTF_RAY_ADDRESS=auto joins this machine's)."),
     batch_size: int = typer.Option(128, "--batch-size", help="Sequences per chunk (sampled, judged and saved "
                                    "together; the unit of resume)."),
     engine: str = typer.Option("auto", help="Generation engine: auto (the fastest installed: llamacpp, ct2, "
@@ -141,7 +201,7 @@ def eval_command(
 
     from rltf.evaluation import EvalSettings, evaluate
     from rltf.generation import ENGINES, EngineConfig, make_engine
-    from rltf.judge import Judge
+    from rltf.judge import JudgeConfig, open_judge
     from rltf.models import Policy, set_threads
     from rltf.problems import load_problems
 
@@ -152,6 +212,8 @@ def eval_command(
         raise typer.BadParameter(f"every k must be <= n={n}")
     if engine not in ENGINES:
         raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}")
+    if judge_backend not in ("local", "ray"):
+        raise typer.BadParameter("--judge-backend must be local or ray")
     if Path(dataset).is_file():
         problems = load_problems(dataset)[:limit]
     else:
@@ -168,7 +230,11 @@ def eval_command(
     sampler = make_engine(policy, EngineConfig(engine, compute_type, engine_workers))  # type: ignore[arg-type]
     settings = EvalSettings(dataset, split, model, policy.style, n, temperature, top_p, max_new_tokens, seed,
                             batch_size, sampler.label)
-    with Judge(workers=workers, timeout_s=timeout) as judge:
+    judge_config = JudgeConfig(workers=workers, backend=judge_backend,  # type: ignore[arg-type]
+                               ray_address=os.environ.get("RLTF_RAY_ADDRESS"))
+    if timeout is not None:
+        judge_config.timeout_s = timeout
+    with open_judge(judge_config) as judge:
         summary = evaluate(sampler, policy, problems, judge, out, settings, ks)
     console = Console()
     scores = ", ".join(f"pass@{key} {100 * v:.2f}%" for key, v in summary["pass_at_k"].items())
@@ -188,6 +254,8 @@ def explain(
     fine_grained: bool = typer.Option(True, help="Penalise the tokens the error category blames."),
     normaliser: str = typer.Option("original", help="Fine-grained κ: original (1) or intended (T / marked)."),
     binary: bool = typer.Option(False, help="Pass = 1, anything else = 0."),
+    static_weight: float = typer.Option(0.0, "--static-weight", help="μ of the static term: run the static "
+                                        "analyzer and penalise each finding's line (0: off)."),
     timeout: float | None = typer.Option(None, help="Seconds per test (default 4)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the highlighted program."),
 ) -> None:
@@ -208,8 +276,9 @@ def explain(
         raise typer.BadParameter("--normaliser must be original or intended")
     program = program_file.read_bytes().decode("utf-8")  # bytes: keep CRLF, line numbers count it
     config = FeedbackConfig(adaptive=adaptive, binary=binary, fine_grained=fine_grained, normaliser=normaliser,
-                            baseline="greedy" if baseline_program else "none")  # type: ignore[arg-type]
-    with Judge(workers=1, timeout_s=timeout) as runner:
+                            baseline="greedy" if baseline_program else "none",  # type: ignore[arg-type]
+                            static_weight=static_weight)
+    with Judge(workers=1, timeout_s=timeout, static=static_weight > 0) as runner:
         verdict = runner.run(by_id[problem_id], program)
         baseline = runner.run(by_id[problem_id], baseline_program.read_bytes().decode("utf-8")) \
             if baseline_program else None
@@ -223,6 +292,7 @@ def explain(
     if as_json:
         typer.echo(json.dumps({
             "verdict": verdict.to_dict(), "category": record.category if record else None, "span_text": span_text,
+            "static": [{"rule": f.rule, "line": f.line, "message": f.message} for f in verdict.static],
             "terms": record.terms() if record else None, "tokens": [program[a:b] for a, b in offsets],
             "token_returns": [round(r, 6) for r in returns.tolist()] if returns is not None else None}))
     else:
@@ -238,6 +308,9 @@ def explain(
                 text.stylize("bold white on red", *offsets[i])
             console.print(text)
             console.print(f"category: {record.category}  penalised: {span_text!r}")
+            for mark in record.static:
+                console.print(f"static: line {mark.finding.line} {mark.finding.rule} ({mark.finding.message}): "
+                              f"{mark.penalty:+.4g} on {len(mark.tokens)} tokens")
             console.print("terms: " + ", ".join(f"{k} {v:+.4g}" for k, v in record.terms().items()))
             console.print(f"returns: {record.advantage + record.fine:+.4g} on {len(marked)} penalised "
                           f"tokens, {record.advantage:+.4g} on the other {len(offsets) - len(marked)}")

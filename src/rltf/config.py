@@ -216,6 +216,8 @@ class TrainConfig:
         bad = [k for k, v in positive.items() if v < 1]
         if bad:
             raise ConfigError(f"must be >= 1: {', '.join(bad)}")
+        if self.feedback.static_weight and not self.judge.static:
+            raise ConfigError("feedback.static_weight needs judge.static: true (the verdicts carry the findings)")
         if not self.rollout.enabled and self.optim.rl_weight:
             raise ConfigError("rollout.enabled=false samples nothing for the RL term: set optim.rl_weight=0 "
                               "(supervised fine-tuning, as rltf sft does)")

@@ -10,7 +10,9 @@ per-token returns ``r_t = A(W) - λ·κ·m_t`` over the generated tokens of one 
 * ``m_t`` marks the tokens that the fine-grained category blames: every program token for
   ``global`` errors, the tokens of the failing line for ``line`` errors, none for ``ignore``;
 * ``κ`` is the length normaliser (see :class:`FeedbackConfig.normaliser`);
-* the token weight ``c_t`` of the original code (a frozen CodeRL critic) is 1: no critic is shipped.
+* the token weight ``c_t`` of the original code (a frozen CodeRL critic) is 1: no critic is shipped;
+* beyond the paper, an optional ``static`` term (:func:`static_marks`) takes ``μ·w_rule`` from the
+  tokens of each line a static-analysis finding names.
 
 The classification follows the original RLTF code (``program_feedback.py``) with its bugs fixed:
 lines are found by the judge's line number rather than by text search, timeouts are ``global``
@@ -27,12 +29,13 @@ import re
 import tokenize
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import torch
 
-from rltf.judge.verdict import Verdict
+from rltf.judge.static import RULES as STATIC_RULES
+from rltf.judge.verdict import StaticFinding, Verdict
 
 Category = Literal["global", "line", "ignore"]
 Normaliser = Literal["original", "intended"]
@@ -75,6 +78,12 @@ MISSING_BLOCK = re.compile(r"expected an indented block after .* on line (\d+)")
 GLOBAL_TYPES = ("RecursionError", "MemoryError")
 GLOBAL_PHASES = ("timeout", "memory", "output_limit")
 LINE_BREAK = re.compile(r"\r\n|\r|\n")  # where Python's tokenizer ends a source line
+STATIC_RULE_WEIGHTS = {
+    "undefined-name": 1.0, "return-outside-function": 1.0,  # the program cannot work as written
+    "unreachable": 0.5, "is-literal": 0.5, "redefinition": 0.5, "unused-variable": 0.5,  # likely a slip
+    "shadowed-builtin": 0.25, "unused-import": 0.25,  # style, harmless on its own
+}
+"""The default per-rule multiplier of ``static_weight``: errors count fully, slips half, style a quarter."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,12 @@ class FeedbackConfig:
     baseline: BaselineKind = "greedy"
     scale_std: bool = False
     """``grpo`` only: divide the advantage by the group's reward std (sample std, + ``STD_EPS``)."""
+    static_weight: float = 0.0
+    """μ of the ``static`` term (0: off; the verdicts need ``judge.static``): each static finding
+    takes ``μ · static_rules[rule]`` from every token of its line, as U_line does for an error."""
+    static_rules: dict[str, float] = field(default_factory=lambda: dict(STATIC_RULE_WEIGHTS))
+    static_on_pass: bool = True
+    """Apply the static term to passing programs too (an unused import in a correct program)."""
 
     def __post_init__(self) -> None:
         if self.normaliser not in ("original", "intended"):
@@ -149,8 +164,10 @@ class FeedbackConfig:
             raise ValueError(f"unknown baseline {self.baseline!r} (one of {', '.join(BASELINES)})")
         if self.scale_std and self.baseline != "grpo":
             raise ValueError("scale_std applies to baseline 'grpo' only")
-        if self.fine_weight < 0:
-            raise ValueError("fine_weight must be >= 0")
+        if self.fine_weight < 0 or self.static_weight < 0:
+            raise ValueError("fine_weight and static_weight must be >= 0")
+        if unknown := set(self.static_rules) - set(STATIC_RULES):
+            raise ValueError(f"unknown static rules {', '.join(sorted(unknown))} (known: {', '.join(STATIC_RULES)})")
 
     @property
     def reward_term(self) -> str:
@@ -185,6 +202,7 @@ class FeedbackRecord:
     fine: float
     baseline: float
     scale: float = 1.0
+    static: tuple[StaticMark, ...] = ()
 
     @property
     def advantage(self) -> float:
@@ -193,10 +211,26 @@ class FeedbackRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {"category": self.category, "span": list(self.span) if self.span else None,
-                "tokens": list(self.tokens), "terms": self.terms()}
+                "tokens": list(self.tokens), "terms": self.terms(), "static": [m.to_dict() for m in self.static]}
 
     def terms(self) -> dict[str, float]:
-        return {self.reward_term: self.reward, "fine": self.fine, "baseline": self.baseline}
+        """The sequence reward, the per-token fine term, the baseline, and ``static``: the static
+        term summed over all tokens (0 when off or nothing was found)."""
+        return {self.reward_term: self.reward, "fine": self.fine, "baseline": self.baseline,
+                "static": sum(m.penalty * len(m.tokens) for m in self.static)}
+
+
+@dataclass(frozen=True)
+class StaticMark:
+    """One static finding as the ``static`` term applied it: ``penalty`` on each of ``tokens``."""
+
+    finding: StaticFinding
+    penalty: float
+    tokens: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.finding.rule, "line": self.finding.line, "message": self.finding.message,
+                "penalty": self.penalty, "tokens": list(self.tokens)}
 
 
 def sequence_reward(verdict: Verdict, config: FeedbackConfig) -> float | None:
@@ -394,4 +428,26 @@ def token_returns(
     returns = torch.full((len(offsets),), (reward - base) * scale, dtype=torch.float32)
     if fine:
         returns[marked] += fine
-    return returns, FeedbackRecord(category, chars, tuple(marked), config.reward_term, reward, fine, base, scale)
+    static = static_marks(verdict, program, offsets, span, config)
+    for mark in static:
+        returns[list(mark.tokens)] += mark.penalty
+    return returns, FeedbackRecord(category, chars, tuple(marked), config.reward_term, reward, fine, base, scale,
+                                   static)
+
+
+def static_marks(verdict: Verdict, program: str, offsets: Offsets, span: ProgramSpan,
+                 config: FeedbackConfig) -> tuple[StaticMark, ...]:
+    """The ``static`` term: each finding's penalty on the generated tokens of its line (the same
+    span rule as U_line). Nothing for a program that does not compile (its error already blames
+    it), for a pass unless ``static_on_pass``, or for rules weighted 0 (including the analyzer's own
+    ``analysis-skipped`` / ``analysis-failed`` notes)."""
+    if not config.static_weight or verdict.error_category == "compile" or (
+            verdict.status == "pass" and not config.static_on_pass):
+        return ()
+    marks = []
+    for finding in verdict.static:
+        weight = config.static_rules.get(finding.rule, 0.0)
+        chars = line_span(program, Fault("line", finding.line), span) if weight else None
+        if chars and (tokens := tokens_in(offsets, chars)):
+            marks.append(StaticMark(finding, -config.static_weight * weight, tuple(tokens)))
+    return tuple(marks)

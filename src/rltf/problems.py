@@ -17,12 +17,14 @@ One problem per JSONL line::
 
 from __future__ import annotations
 
+import ast
+import builtins
 import gzip
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 TEST_KINDS = ("assert", "stdio", "call")
 
@@ -43,6 +45,9 @@ class Problem:
     solutions: list[str] = field(default_factory=list)
     time_limit_s: float | None = None
     memory_limit_mb: int | None = None
+    extra_tests: dict[str, Any] | None = None
+    """More tests of the same kind (``rltf augment``), kept apart so both pass ratios are known;
+    the judge's ``tests: original | extra | all`` picks which run."""
 
     @property
     def test_kind(self) -> str:
@@ -53,7 +58,11 @@ class Problem:
         return len(self.tests["cases"])
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSONL record; ``extra_tests`` only when there are some (older records stay byte-identical)."""
+        record = asdict(self)
+        if record["extra_tests"] is None:
+            del record["extra_tests"]
+        return record
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Problem:
@@ -64,6 +73,10 @@ class Problem:
             if key not in record:
                 raise ProblemFormatError(f"missing key {key!r}")
         validate_tests(record["tests"])
+        if record.get("extra_tests") is not None:
+            validate_tests(record["extra_tests"])
+            if record["extra_tests"]["kind"] != record["tests"]["kind"]:
+                raise ProblemFormatError("'extra_tests' must be of the same kind as 'tests'")
         known = cls.__dataclass_fields__
         unknown = set(record) - set(known)
         if unknown:
@@ -102,6 +115,38 @@ def validate_tests(tests: Any) -> None:
         for i, case in enumerate(cases):
             if not (isinstance(case, dict) and isinstance(case.get("args"), list) and "expected" in case):
                 raise ProblemFormatError(f"call case {i} needs a list 'args' and an 'expected' value")
+
+
+TestSelection = Literal["original", "extra", "all"]
+
+
+def select_tests(problem: Problem, which: TestSelection) -> dict[str, Any]:
+    """The tests to judge with: the benchmark's own (``original``), the augmented ones (``extra``;
+    the original where a problem has none) or both, original first (``all``; the extra setup, which
+    extends the original's, runs once)."""
+    extra = problem.extra_tests
+    if which == "original" or not extra:
+        return problem.tests
+    if which == "extra":
+        return extra
+    return {**extra, "cases": [*problem.tests["cases"], *extra["cases"]]}
+
+
+def infer_entry_point(tests: dict[str, Any]) -> str | None:
+    """The function an ``assert`` problem tests, for records that leave ``entry_point`` unset (raw
+    MBPP converted by a user): in the first case, the first name called that is not a builtin,
+    else the first name called at all (``assert sum(10, 15) == 6`` tests a program's own ``sum``,
+    which the judge must then take from the program, not from builtins). None for other kinds, or
+    when the first case calls no plain name."""
+    if tests.get("kind") != "assert" or not tests.get("cases"):
+        return None
+    try:
+        tree = ast.parse(tests["cases"][0])
+    except SyntaxError:
+        return None
+    called = [name for *_, name in sorted((node.lineno, node.col_offset, node.func.id) for node in ast.walk(tree)
+                                          if isinstance(node, ast.Call) and isinstance(node.func, ast.Name))]
+    return next((name for name in called if not hasattr(builtins, name)), called[0] if called else None)
 
 
 def _open_text(path: Path):

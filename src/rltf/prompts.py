@@ -197,8 +197,14 @@ def render_chat(tokenizer: Any, system: str, user: str) -> str:
         return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
 
 
+def user_prompt(problem: Problem, style: Style) -> Prompt:
+    """The prompt before a chat template wraps it (for trainers that apply the template
+    themselves, such as TRL), with the same rules for reading a program out of a completion."""
+    return TEMPLATES[(family(problem), style)](problem)
+
+
 def build_prompt(problem: Problem, style: Style, tokenizer: Any = None) -> Prompt:
-    prompt = TEMPLATES[(family(problem), style)](problem)
+    prompt = user_prompt(problem, style)
     if style == "chat":
         prompt = replace(prompt, text=render_chat(tokenizer, SYSTEM, prompt.text))
     return prompt

@@ -1,6 +1,6 @@
 """Sandboxed, typed, fast execution of generated programs against unit tests."""
 
-from rltf.judge.core import Judge, JudgeConfig, JudgeError
-from rltf.judge.verdict import ErrorInfo, TestResult, Verdict
+from rltf.judge.core import Judge, JudgeConfig, JudgeError, open_judge
+from rltf.judge.verdict import ErrorInfo, StaticFinding, TestResult, Verdict
 
-__all__ = ["ErrorInfo", "Judge", "JudgeConfig", "JudgeError", "TestResult", "Verdict"]
+__all__ = ["ErrorInfo", "Judge", "JudgeConfig", "JudgeError", "StaticFinding", "TestResult", "Verdict", "open_judge"]

@@ -99,6 +99,20 @@ def values_match(actual: Any, expected: Any) -> bool:
     return False
 
 
+def is_plain_data(value: Any, depth: int = 0) -> bool:
+    """Builtin scalars and containers of them only (exact types: no subclass, no wire reference),
+    so that ``repr`` is a Python literal of the value."""
+    if depth > 50:
+        return False
+    if type(value) in (bool, int, float, str, bytes, complex, type(None)):
+        return True
+    if type(value) in (list, tuple, set, frozenset):
+        return all(is_plain_data(v, depth + 1) for v in value)
+    if type(value) is dict:
+        return all(is_plain_data(k, depth + 1) and is_plain_data(v, depth + 1) for k, v in value.items())
+    return False
+
+
 def call_result_matches(actual: Any, expected: Any) -> bool:
     """APPS call-based check: the value itself, or the content of a one-element list wrapper."""
     if values_match(actual, expected):

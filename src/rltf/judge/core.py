@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import selectors
 import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import rltf
 from rltf.judge import wire
+from rltf.judge.static import StaticAnalyzer
 from rltf.judge.verdict import Verdict
-from rltf.problems import Problem, validate_tests
+from rltf.problems import Problem, TestSelection, infer_entry_point, select_tests, validate_tests
 
 START_TIMEOUT_S = 60.0
 REPLY_SLACK_S = 15.0
@@ -34,6 +37,14 @@ class JudgeConfig:
     stop_on_first_failure: bool = False
     # "auto": namespaces where the OS allows them; "namespaces": fail without them; "rlimits": never use them
     isolation: str = "auto"
+    static: bool = False
+    """Add static-analysis findings (:mod:`rltf.judge.static`) to every verdict of a program that compiles."""
+    tests: TestSelection = "original"
+    """Which tests judge a program: the benchmark's (``original``), ``rltf augment``'s (``extra``) or ``all``."""
+    backend: Literal["local", "ray"] = "local"
+    """``ray``: ``workers`` judge actors on a Ray cluster (:mod:`rltf.judge.ray_pool`) instead of local servers."""
+    ray_address: str | None = None
+    """With ``backend: ray``: None starts or joins a local Ray instance, ``auto`` the machine's cluster."""
 
 
 class JudgeError(RuntimeError):
@@ -111,7 +122,10 @@ class Judge:
                 setattr(self.config, key, value)
         if self.config.isolation not in ("auto", "namespaces", "rlimits"):
             raise ValueError(f"unknown isolation {self.config.isolation!r}")
+        if self.config.tests not in ("original", "extra", "all"):
+            raise ValueError(f"unknown tests {self.config.tests!r} (original, extra or all)")
         self._workers = [_Worker(self.config.isolation) for _ in range(max(1, self.config.workers))]
+        self._static = StaticAnalyzer() if self.config.static else None
 
     @property
     def isolation(self) -> str:
@@ -127,15 +141,19 @@ class Judge:
         for worker in self._workers:
             worker.kill()
         self._workers = []
+        if self._static is not None:
+            self._static.close()
 
     def _job(self, problem: Problem, program: str) -> dict:
-        validate_tests(problem.tests)
+        tests = select_tests(problem, self.config.tests)
+        validate_tests(tests)
         cfg = self.config
         timeout = problem.time_limit_s or cfg.timeout_s
         memory = problem.memory_limit_mb or cfg.memory_mb
         limits = {"cpu_s": cfg.program_timeout_s, "memory_mb": memory, "max_processes": cfg.max_processes,
                   "max_file_mb": cfg.max_output_mb}
-        return {"program": program, "tests": problem.tests, "entry_point": problem.entry_point,
+        entry_point = problem.entry_point or infer_entry_point(problem.tests)
+        return {"program": program, "tests": tests, "entry_point": entry_point,
                 "timeout_s": timeout, "program_timeout_s": cfg.program_timeout_s, "limits": limits,
                 "stop_on_first_failure": cfg.stop_on_first_failure}
 
@@ -150,7 +168,22 @@ class Judge:
         failure yields an ``infra_error`` verdict, never a program failure.
         """
         pairs = list(pairs)
-        jobs = [self._job(problem, program) for problem, program in pairs]
+        return self._run_jobs(pairs, [self._job(problem, program) for problem, program in pairs], on_result)
+
+    def call_outputs(self, program: str, fn_name: str, inputs: Sequence[Sequence[Any]]) -> list[str | None]:
+        """The return value of ``fn_name(*args)`` for each input, as the repr of plain builtin data,
+        computed by running ``program`` (a reference solution: trusted, but still never run in this
+        process) in the sandbox; None where the call raised, timed out or returned anything else."""
+        cases = [{"args": wire.encode(list(args)), "expected": None} for args in inputs]  # tuples, sets survive
+        problem = Problem(id="call-outputs", source="", prompt="",
+                          tests={"kind": "call", "fn_name": fn_name, "cases": cases})
+        job = {**self._job(problem, program), "collect": True, "stop_on_first_failure": False}
+        verdict = self._run_jobs([(problem, program)], [job], None)[0]
+        outputs = [t.output if t.status == "pass" else None for t in verdict.tests]
+        return outputs + [None] * (len(cases) - len(outputs))
+
+    def _run_jobs(self, pairs: list[tuple[Problem, str]], jobs: list[dict],
+                  on_result: Callable[[int, Verdict], None] | None) -> list[Verdict]:
         verdicts: list[Verdict | None] = [None] * len(jobs)
         tries = [0] * len(jobs)
         pending = deque(range(len(jobs)))
@@ -158,6 +191,9 @@ class Judge:
         busy: dict[int, _Worker] = {}
 
         def finish(index: int, verdict: Verdict) -> None:
+            if self._static is not None and verdict.error_category not in ("compile", "infra_error"):
+                findings = self._static.analyze(jobs[index]["program"], jobs[index]["entry_point"])
+                verdict = dataclasses.replace(verdict, static=findings)
             verdicts[index] = verdict
             if on_result is not None:
                 on_result(index, verdict)
@@ -171,7 +207,7 @@ class Judge:
             if tries[index] < 2:
                 pending.appendleft(index)
             else:
-                finish(index, Verdict.infra(reason, len(pairs[index][0].tests["cases"]), worker.isolation))
+                finish(index, Verdict.infra(reason, len(jobs[index]["tests"]["cases"]), worker.isolation))
 
         try:
             while pending or busy:
@@ -206,3 +242,13 @@ class Judge:
         finally:
             selector.close()
         return verdicts  # type: ignore[return-value]
+
+
+def open_judge(config: JudgeConfig) -> Any:
+    """A :class:`Judge`, or for ``backend: ray`` a :class:`rltf.judge.ray_pool.RayJudge` with the
+    same ``run`` / ``run_many`` / ``isolation`` / ``close`` contract."""
+    if config.backend == "ray":
+        from rltf.judge.ray_pool import RayJudge
+
+        return RayJudge(config, address=config.ray_address)
+    return Judge(config)

@@ -100,6 +100,9 @@ def _visible_paths(hidden: list[str]) -> list[str]:
     candidates = ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc",
                   sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))]
     candidates += [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    # a venv reached through a symlink (conda, pyenv, shared caches): the link alone is recreated,
+    # so its target must be visible too, or the programs lose their third-party packages
+    candidates += [os.path.realpath(p) for p in candidates if p]
     chosen: list[str] = []
     for path in sorted({os.path.abspath(p) for p in candidates if p and os.path.exists(p)}, key=len):
         if any(path == c or path.startswith(c + "/") for c in chosen):

@@ -45,6 +45,8 @@ SIGNAL_PHASE = {signal.SIGXCPU: "timeout", signal.SIGXFSZ: "output_limit", signa
                 signal.SIGBUS: "runtime", signal.SIGFPE: "runtime", signal.SIGABRT: "runtime",
                 signal.SIGILL: "runtime"}
 MAX_OUTPUT_READ = 64 * 1024 * 1024
+MAX_OUTPUT_REPR = 20_000
+"""Longest collected return value (its repr), the cap MBPP+'s conversion uses for a test line."""
 JOB_DIR = "/job"
 JOB_DIR_MB = 256
 
@@ -358,8 +360,10 @@ class Server:
         tests = job["tests"]
         stop_early = job["stop_on_first_failure"]
         results: list[TestResult] = []
+        outputs: dict[int, str] = {}
         if tests["kind"] == "call":
-            run_case = self._call_case(tests, channel)
+            run_case = (self._collect_case(tests, channel, outputs) if job.get("collect")
+                        else self._call_case(tests, channel))
         else:
             run_case = self._assert_case(tests, job.get("entry_point"), channel)
             if isinstance(run_case, TestResult):  # the setup failed: nothing can run
@@ -372,10 +376,29 @@ class Server:
             except RunnerGone as gone:
                 results.append(TestResult("error", time.monotonic() - started, gone.error))
                 return results, gone.error
-            results.append(TestResult(status, time.monotonic() - started, error))
+            results.append(TestResult(status, time.monotonic() - started, error, outputs.get(index)))
             if stop_early and status != "pass":
                 break
         return results, None
+
+    def _collect_case(self, tests: dict[str, Any], channel: Channel, outputs: dict[int, str]):
+        """A reference program's return values (``Judge.call_outputs``): each as the ``repr`` of
+        plain builtin data, computed here on the trusted side from the decoded value. A value the
+        wire cannot describe, or one whose repr exceeds ``MAX_OUTPUT_REPR``, is an error."""
+        def run_case(index: int) -> tuple[str, ErrorInfo | None]:
+            try:
+                value = channel.request({"op": "apps_call", "fn_name": tests["fn_name"],
+                                         "args": tests["cases"][index]["args"]})  # wire-encoded by the client
+            except ProgramError as exc:
+                return "error", _error(exc.record)
+            if not compare.is_plain_data(value):
+                return "error", ErrorInfo("runtime", "Unrepresentable", "the value is not plain builtin data")
+            text = repr(value)
+            if len(text) > MAX_OUTPUT_REPR:
+                return "error", ErrorInfo("runtime", "OutputTooLarge", f"repr of {len(text)} characters")
+            outputs[index] = text
+            return "pass", None
+        return run_case
 
     def _call_case(self, tests: dict[str, Any], channel: Channel):
         def run_case(index: int) -> tuple[str, ErrorInfo | None]:

@@ -36,20 +36,37 @@ class ErrorInfo:
 
 
 @dataclass(frozen=True)
+class StaticFinding:
+    """One static-analysis finding (:mod:`rltf.judge.static`): ``line`` is 1-based in the program."""
+
+    rule: str
+    message: str
+    line: int
+    severity: Literal["error", "warning", "info"] = "warning"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "message": self.message, "line": self.line, "severity": self.severity}
+
+
+@dataclass(frozen=True)
 class TestResult:
     status: TestStatus
     time_s: float = 0.0
     error: ErrorInfo | None = None
+    output: str | None = None
+    """The return value's repr, for :meth:`rltf.judge.Judge.call_outputs` only."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status, "time_s": round(self.time_s, 6)}
         if self.error is not None:
             out["error"] = self.error.to_dict()
+        if self.output is not None:
+            out["output"] = self.output
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TestResult:
-        return cls(data["status"], data.get("time_s", 0.0), ErrorInfo.from_dict(data.get("error")))
+        return cls(data["status"], data.get("time_s", 0.0), ErrorInfo.from_dict(data.get("error")), data.get("output"))
 
 
 @dataclass(frozen=True)
@@ -61,6 +78,8 @@ class Verdict:
     tests: tuple[TestResult, ...] = field(default_factory=tuple)
     duration_s: float = 0.0
     isolation: str = ""
+    static: tuple[StaticFinding, ...] = ()
+    """Static-analysis findings (``judge.static``), from the program's text alone; () when off."""
 
     @property
     def pass_ratio(self) -> float:
@@ -83,6 +102,7 @@ class Verdict:
             "tests": [t.to_dict() for t in self.tests],
             "duration_s": round(self.duration_s, 6),
             "isolation": self.isolation,
+            "static": [f.to_dict() for f in self.static],
         }
 
     @classmethod
@@ -95,6 +115,7 @@ class Verdict:
             tests=tuple(TestResult.from_dict(t) for t in data.get("tests", [])),
             duration_s=data.get("duration_s", 0.0),
             isolation=data.get("isolation", ""),
+            static=tuple(StaticFinding(**f) for f in data.get("static", [])),
         )
 
     @classmethod

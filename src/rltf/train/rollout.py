@@ -22,7 +22,7 @@ from rltf.buffer import Sample
 from rltf.config import TrainConfig
 from rltf.feedback import ProgramSpan, token_returns
 from rltf.generation import Completion, Engine, SamplingParams
-from rltf.judge import Judge, JudgeConfig, Verdict
+from rltf.judge import Judge, JudgeConfig, Verdict, open_judge
 from rltf.judge.verdict import PHASES
 from rltf.models import Policy
 from rltf.problems import Problem
@@ -41,14 +41,15 @@ class JudgeService:
     A completion is judged as soon as the engine finishes it (:meth:`submit` returns a future), so
     judging hides behind generation, and a program that runs into its time limit occupies one server
     for that long without holding back the others. Each :class:`Judge` (not thread-safe) is used by
-    one thread at a time: a thread takes a free judge from the queue and puts it back.
+    one thread at a time: a thread takes a free judge from the queue and puts it back. With
+    ``judge.backend: ray`` each is a one-actor :class:`rltf.judge.ray_pool.RayJudge`.
     """
 
     def __init__(self, config: JudgeConfig) -> None:
         self._all: list[Judge] = []
         try:
             for _ in range(max(1, config.workers)):
-                self._all.append(Judge(dataclasses.replace(config, workers=1)))
+                self._all.append(open_judge(dataclasses.replace(config, workers=1)))
         except BaseException:
             for judge in self._all:
                 judge.close()
@@ -113,11 +114,13 @@ class Rollout:
     gen_s: float = 0.0
     judge_wait_s: float = 0.0
     judge_busy_s: float = 0.0
+    static_findings: Counter[str] = field(default_factory=Counter)
 
     def metrics(self) -> dict[str, Any]:
         """``time_judge_s`` is the judging that generation did not hide (waiting after the last
-        ``generate``); ``time_judge_busy_s`` all of it. ``reward_fine`` is the fine term's share of
-        the mean token return."""
+        ``generate``); ``time_judge_busy_s`` all of it. ``reward_fine`` and ``reward_static`` are
+        the fine and static terms' shares of the mean token return; ``static_findings`` counts the
+        penalised findings by rule."""
         programs = max(self.programs, 1)
         return {
             "reward_mean": mean_or_none(self.rewards),
@@ -126,6 +129,7 @@ class Rollout:
             "sample_pass_rate": self.verdicts["pass"] / programs if self.programs else None,
             "greedy_pass_rate": self.greedy_passed / self.greedy if self.greedy else None,
             "verdicts": {k: self.verdicts[k] for k in VERDICT_KEYS},
+            **({"static_findings": dict(self.static_findings)} if self.static_findings else {}),
             "samples_new": len(self.samples),
             "samples_dropped_infra": self.dropped,
             "groups": self.groups,
@@ -261,6 +265,9 @@ class Actor:
             rollout.rewards.append(record.reward)
             rollout.terms.setdefault(record.reward_term, []).append(record.reward)
             rollout.terms.setdefault("fine", []).append(record.fine * len(record.tokens) / len(values))
+            if fb.static_weight:
+                rollout.terms.setdefault("static", []).append(record.terms()["static"] / len(values))
+                rollout.static_findings.update(m.finding.rule for m in record.static)
             rollout.terms.setdefault("baseline", []).append(record.baseline)
             rollout.terms.setdefault("advantage", []).append(record.advantage)
             rollout.token_returns.extend(values)
