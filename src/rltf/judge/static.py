@@ -8,9 +8,9 @@ deep nesting) can at worst exhaust the worker, which is then replaced, and the p
 :data:`MAX_CHARS` or nested deeper than :data:`MAX_DEPTH` are not parsed at all
 (``analysis-skipped``).
 
-pyflakes over ruff: it runs in-process in the worker (about 1 ms a program, where a ruff
-subprocess per program costs a process start) and has the rules that matter for generated code;
-ruff's unreachable-code rule is not in its stable set, so that check is written here.
+pyflakes over ruff: it runs in-process in the worker (1.5 ms a program measured, where a ruff
+process per program took 9.9 ms) and has the rules that matter for generated code; ruff's
+unreachable-code rule is not in its stable set (0.17), so that check is written here.
 """
 
 from __future__ import annotations
