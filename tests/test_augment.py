@@ -85,6 +85,18 @@ def test_expected_outputs_come_from_the_sandbox_and_bad_references_are_dropped(t
     assert len(out.extra_tests["cases"]) == 4 and stats.new_outputs == 0  # True/False shown: inputs still new
 
 
+def test_unrepresentable_or_huge_outputs_are_errors_not_crashes() -> None:
+    program = ("class Box:\n    pass\n"
+               "def f(kind):\n"
+               "    if kind == 'box':\n        return Box()\n"
+               "    if kind == 'digits':\n        return 10 ** 5000\n"  # past str()'s 4300-digit limit
+               "    if kind == 'long':\n        return 'x' * 30000\n"
+               "    return kind\n")
+    with Judge(workers=1) as judge:
+        assert judge.call_outputs(program, "f", [["box"], ["digits"], ["long"], [[1, (2,)]]]) == [
+            None, None, None, "[1, (2,)]"]
+
+
 def test_nondeterministic_references_are_dropped() -> None:
     flaky = Problem(id="mbpp/9005", source="mbpp", prompt="", entry_point="flaky", solutions=[
         "import random\ndef flaky(xs):\n    return xs + [random.randrange(10 ** 9)]\n"],

@@ -175,12 +175,19 @@ class Judge:
         computed by running ``program`` (a reference solution: trusted, but still never run in this
         process) in the sandbox; None where the call raised, timed out or returned anything else."""
         cases = [{"args": wire.encode(list(args)), "expected": None} for args in inputs]  # tuples, sets survive
-        problem = Problem(id="call-outputs", source="", prompt="",
-                          tests={"kind": "call", "fn_name": fn_name, "cases": cases})
-        job = {**self._job(problem, program), "collect": True, "stop_on_first_failure": False}
-        verdict = self._run_jobs([(problem, program)], [job], None)[0]
-        outputs = [t.output if t.status == "pass" else None for t in verdict.tests]
-        return outputs + [None] * (len(cases) - len(outputs))
+        outputs: list[str | None] = [None] * len(cases)
+        start = 0
+        while start < len(cases):  # a call that ends the runner (a timeout, an unsendable value) ends
+            problem = Problem(id="call-outputs", source="", prompt="",  # its job: go on after it
+                              tests={"kind": "call", "fn_name": fn_name, "cases": cases[start:]})
+            job = {**self._job(problem, program), "collect": True, "stop_on_first_failure": False}
+            ran = [t for t in self._run_jobs([(problem, program)], [job], None)[0].tests if t.status != "not_run"]
+            for offset, test in enumerate(ran):
+                outputs[start + offset] = test.output if test.status == "pass" else None
+            if not ran:
+                break
+            start += len(ran)
+        return outputs
 
     def _run_jobs(self, pairs: list[tuple[Problem, str]], jobs: list[dict],
                   on_result: Callable[[int, Verdict], None] | None) -> list[Verdict]:

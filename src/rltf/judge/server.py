@@ -393,7 +393,10 @@ class Server:
                 return "error", _error(exc.record)
             if not compare.is_plain_data(value):
                 return "error", ErrorInfo("runtime", "Unrepresentable", "the value is not plain builtin data")
-            text = repr(value)
+            try:
+                text = repr(value)
+            except ValueError as exc:  # an int past Python's digit limit for str()
+                return "error", ErrorInfo("runtime", "OutputTooLarge", str(exc)[:200])
             if len(text) > MAX_OUTPUT_REPR:
                 return "error", ErrorInfo("runtime", "OutputTooLarge", f"repr of {len(text)} characters")
             outputs[index] = text
