@@ -7,6 +7,7 @@ reference solutions. Read this file first; the rest of the package feeds it.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -93,7 +94,13 @@ def _behaviour(item: TrainItem) -> list[float]:
 def takes_logits_to_keep(model: Any) -> bool:
     """Whether the (possibly PEFT-wrapped) model's forward takes transformers' ``logits_to_keep``."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
+    return _forward_takes_logits_to_keep(type(base))
+
+
+@functools.cache
+def _forward_takes_logits_to_keep(cls: type) -> bool:
+    """Per model class, not per micro-batch: reading a signature is slow and the answer never changes."""
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters
 
 
 def target_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
