@@ -99,14 +99,16 @@ def run_sft(out: Path, overrides: list[str]) -> dict[str, Any]:
     return {"arm": "sft", **validation(run_dir)}
 
 
-def run_rl(out: Path, estimator: str, importance: str, overrides: list[str]) -> dict[str, Any]:
+def run_rl(out: Path, estimator: str, importance: str, seed: int, overrides: list[str]) -> dict[str, Any]:
+    """One RL arm; seeds other than 0 (the first table's) run in ``OUT/<estimator>-<importance>-seedN``."""
     config = load_config("mbpp-rl", [f"model.name={sft_model(out)}", f"feedback.baseline={estimator}",
-                                     f"optim.importance={importance}", *overrides])
-    run_dir = out / f"{estimator}-{importance}" / "run"
+                                     f"optim.importance={importance}", f"seed={seed}", *overrides])
+    arm = f"{estimator}-{importance}" + (f"-seed{seed}" if seed else "")
+    run_dir = out / arm / "run"
     train(config, run_dir)
     records = read_metrics(run_dir)
     return {
-        "arm": f"{estimator}-{importance}", "estimator": estimator, "importance": importance,
+        "arm": arm, "estimator": estimator, "importance": importance, "seed": seed,
         **validation(run_dir), **train_programs(records),
         "train_curve": [{"step": r["step"], "sample_pass_rate": r.get("sample_pass_rate"),
                          "reward_mean": r.get("reward_mean"), "grad_norm": r.get("grad_norm"),
@@ -174,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", choices=("sft", "rl", "table"))
     parser.add_argument("--estimator", choices=ESTIMATORS, default="rloo")
     parser.add_argument("--importance", choices=IMPORTANCE, default="none")
+    parser.add_argument("--seed", type=int, default=0, help="the RL run's seed (the SFT warm start is shared)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/mbpp-validation"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="further config overrides (a dry run: --set steps=2 --set eval.limit=4)")
@@ -186,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         return 0
     res = (run_sft(args.out, args.overrides) if args.stage == "sft"
-           else run_rl(args.out, args.estimator, args.importance, args.overrides))
+           else run_rl(args.out, args.estimator, args.importance, args.seed, args.overrides))
     (args.out / res["arm"] / "result.json").write_text(json.dumps(res, indent=1) + "\n")
     print(f"{res['arm']}: validation pass@1 {pct(res['validation_pass_before'])}% -> "
           f"{pct(res['validation_pass_after'])}% in {res['minutes']:.1f} min")
