@@ -214,15 +214,25 @@ class Actor:
                  autocast: Callable[[], contextlib.AbstractContextManager[Any]]) -> None:
         self.engine, self.judge, self.config, self.prompts, self.autocast = engine, judge, config, prompts, autocast
 
-    def rollout(self, problems: Sequence[Problem], step: int) -> Rollout:
-        """K samples per problem (+ a greedy baseline as sample 0 of the same request)."""
+    def rollout(self, problems: Sequence[Problem], step: int, rank: int = 0, ranks: int = 1) -> Rollout:
+        """K samples per problem (+ a greedy baseline as sample 0 of the same request).
+
+        With ``ranks`` data-parallel processes this one takes the ``rank``-th contiguous share of
+        ``problems``, seeded as the whole call (:attr:`SamplingParams.first_prompt`): the ranks'
+        rollouts, merged in rank order, are the one-process rollout of all of them.
+        """
         cfg, fb = self.config.rollout, self.config.feedback
         greedy = fb.baseline == "greedy"
         rollout = Rollout()
         busy0 = self.judge.busy_s
+        seed = stable_seed(self.config.seed, step, *(p.id for p in problems))
+        first = rank * len(problems) // ranks
+        problems = problems[first : (rank + 1) * len(problems) // ranks]
+        if not problems:
+            return rollout
         prompts = [self.prompts(p)[0] for p in problems]
         params = SamplingParams(cfg.samples_per_problem + greedy, cfg.temperature, cfg.top_p, cfg.max_new_tokens,
-                                stable_seed(self.config.seed, step, *(p.id for p in problems)), greedy_first=greedy)
+                                seed, greedy_first=greedy, first_prompt=first)
         pending: dict[tuple[int, int], tuple[Completion, ProgramSpan, Future[Verdict]]] = {}
 
         def judge_now(i: int, j: int, completion: Completion) -> None:
