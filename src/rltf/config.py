@@ -184,6 +184,9 @@ class EvalConfig:
 class LogConfig:
     tensorboard: bool = True
     progress: bool = True
+    samples: bool = True
+    """Write every judged program of the rollouts (greedy baselines too) with its verdict to
+    ``samples.jsonl``: what the model wrote, for reading and for re-judging (e.g. on augmented tests)."""
 
 
 @dataclass

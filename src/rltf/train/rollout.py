@@ -115,6 +115,8 @@ class Rollout:
     judge_wait_s: float = 0.0
     judge_busy_s: float = 0.0
     static_findings: Counter[str] = field(default_factory=Counter)
+    program_records: list[dict[str, Any]] = field(default_factory=list)
+    """Every judged program (greedy baselines too) with its verdict: the ``samples.jsonl`` lines."""
 
     def metrics(self) -> dict[str, Any]:
         """``time_judge_s`` is the judging that generation did not hide (waiting after the last
@@ -257,6 +259,13 @@ class Actor:
         if group.greedy is not None:
             rollout.greedy += 1
             rollout.greedy_passed += group.greedy.verdict.status == "pass"
+        for j, judged in enumerate(([group.greedy] if group.greedy else []) + group.samples):
+            verdict = judged.verdict
+            rollout.program_records.append({
+                "step": step + 1, "problem_id": group.problem.id, "greedy": group.greedy is not None and j == 0,
+                "program": judged.span.program(judged.completion.text), "status": verdict.status,
+                "category": verdict.error_category, "passed": verdict.passed, "total": verdict.total,
+                "policy_version": judged.completion.policy_version})
         prompt_ids = self.prompts(group.problem)[1]
         rollout.groups += 1
         first = len(rollout.samples)

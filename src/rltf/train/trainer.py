@@ -48,6 +48,7 @@ from rltf.train.checkpoint import (
     CONFIG,
     EVAL_DIR,
     METRICS,
+    SAMPLES,
     latest_checkpoint,
     load,
     save,
@@ -268,14 +269,16 @@ class Trainer:
         self._checkpoint_record = json.loads(state["record"])
 
     def _truncate_metrics(self) -> None:
-        """Make ``metrics.jsonl`` end at the checkpoint's step: later steps (and a torn last line) will
-        be redone, and the checkpoint's own line comes back if the kill came before it was written."""
-        path = self.run_dir / METRICS
-        kept = [r for r in read_metrics(self.run_dir) if r.get("step", 0) <= self.step]
-        if self._checkpoint_record and not any(r["step"] == self.step for r in kept):
-            kept.append(self._checkpoint_record)
-        if path.exists() or kept:
-            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+        """Make ``metrics.jsonl`` and ``samples.jsonl`` end at the checkpoint's step: later steps (and a
+        torn last line) will be redone, and the checkpoint's own metrics line comes back if the kill
+        came before it was written (its samples are written before the checkpoint)."""
+        for name in (METRICS, SAMPLES):
+            path = self.run_dir / name
+            kept = [r for r in read_metrics(self.run_dir, name) if r.get("step", 0) <= self.step]
+            if name == METRICS and self._checkpoint_record and not any(r["step"] == self.step for r in kept):
+                kept.append(self._checkpoint_record)
+            if path.exists() or kept:
+                write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
     # ---------------------------------------------------------------- the loop
 
@@ -333,6 +336,9 @@ class Trainer:
         if self.config.rollout.enabled and self.config.rollout.online:
             rollout = self._rollout(actor)
             self.buffer.stage(rollout.samples)
+            if self.config.log.samples and self.is_main:  # before the checkpoint: a resume keeps them
+                with (self.run_dir / SAMPLES).open("a", encoding="utf-8") as sink:
+                    sink.writelines(json.dumps(program) + "\n" for program in rollout.program_records)
             record.update(rollout.metrics())
             record.update(self._logprob_gap(rollout.samples))
         else:
