@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from rltf.config import load_config
-from rltf.train import Trainer, read_metrics
+from rltf.train import Trainer, read_metrics, read_samples
 from rltf.train.losses import (
     TrainItem,
     collate,
@@ -224,6 +225,14 @@ def test_tiny_smoke_trains_online_end_to_end(full_run: Path) -> None:
         assert record["samples_new"] + record["samples_dropped_infra"] <= 4
         assert record["loss_sl"] > 0 and record["loss_rl"] is not None
     assert all(r["buffer_added"] > 0 for r in records)  # update_freq 1: every step refreshes
+    programs = read_samples(full_run)  # every judged program, greedy baselines too, with its verdict
+    assert [p["step"] for p in programs] == [step for step in (1, 2, 3) for _ in range(2 * (2 + 1))]
+    for record in records:
+        sampled = [p for p in programs if p["step"] == record["step"] and not p["greedy"]]
+        assert Counter(p["category"] for p in sampled) == +Counter(record["verdicts"])
+        greedy = [p for p in programs if p["step"] == record["step"] and p["greedy"]]
+        assert sum(p["status"] == "pass" for p in greedy) / len(greedy) == record["greedy_pass_rate"]
+    assert all(isinstance(p["program"], str) and p["total"] > 0 for p in programs)
     checkpoint = full_run / "checkpoints" / "step-000003"
     assert sorted(p.name for p in (full_run / "checkpoints").iterdir()) == ["step-000003"]  # keep 1
     before, after = _params(full_run, "init-model"), _params(checkpoint, "model")
@@ -242,12 +251,15 @@ def test_resume_after_interruption_matches_uninterrupted_run(full_run: Path, tmp
     (run_dir / "checkpoints" / ".tmp-step-000003").mkdir()
     with (run_dir / "metrics.jsonl").open("a") as sink:
         sink.write(json.dumps({"step": 3, "loss": 123.0}) + "\n" + '{"step": 4, "lo')
+    with (run_dir / "samples.jsonl").open("a") as sink:  # step 3's programs, written before its checkpoint
+        sink.write(json.dumps({"step": 3, "program": "half a step"}) + "\n")
     with pytest.raises(FileExistsError):
         Trainer(_config(), run_dir, show_progress=False)
     resumed = Trainer(_config(), run_dir, resume=True, show_progress=False)
     assert resumed.step == 2 and not (run_dir / "checkpoints" / ".tmp-step-000003").exists()
     assert resumed.run() == 3
 
+    assert read_samples(run_dir) == read_samples(full_run)  # step 3's programs written once
     full, mine = read_metrics(full_run), read_metrics(run_dir)
     assert [r["step"] for r in mine] == [1, 2, 3]
     for a, b in zip(full, mine):

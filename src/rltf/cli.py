@@ -414,6 +414,9 @@ OVERRIDES_HELP = ("Config overrides as dotted key=value, e.g. optim.lr=3e-6 feed
                   "rollout.online=false.")
 CONFIG_HELP = ("Config YAML file or the name of one shipped in rltf/configs/ (tiny-smoke, learning-test, "
                "codet5-apps, qwen-coder-mbpp, ...); default: smollm2-mbpp-cpu.")
+NUM_PROCESSES_HELP = ("Data-parallel ranks on this machine: runs the command under `accelerate launch "
+                      "--num_processes N` (a GPU per rank; CPU ranks with model.device=cpu and model.threads = "
+                      "cores / N). optim.grad_accum is per rank: the global batch is N times one process's.")
 RESUME_HELP = ("Continue the run in --out from its last checkpoint with its config.yaml (overrides still apply; a "
                "--config must match it); start it if --out holds no run yet.")
 
@@ -425,8 +428,11 @@ def train(
     out: Path | None = typer.Option(None, "--out", help="Run directory (default: runs/<config name>)."),
     steps: int | None = typer.Option(None, "--steps", help="Total optimizer steps (same as steps=N)."),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
+    num_processes: int = typer.Option(1, "--num-processes", min=1, help=NUM_PROCESSES_HELP),
 ) -> None:
-    """Online RLTF: sample, judge, reward and update in one process; checkpoints, metrics and evals in --out."""
+    """Online RLTF: sample, judge, reward and update; checkpoints, metrics and evals in --out."""
+    if num_processes > 1:
+        _launch(num_processes, "train", overrides or [], config, out, steps, resume)
     _run_training(overrides or [], config, out, steps, resume)
 
 
@@ -437,12 +443,34 @@ def sft(
     out: Path | None = typer.Option(None, "--out", help="Run directory (default: runs/sft-<config name>)."),
     steps: int | None = typer.Option(None, "--steps", help="Total optimizer steps (same as steps=N)."),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
+    num_processes: int = typer.Option(1, "--num-processes", min=1, help=NUM_PROCESSES_HELP),
 ) -> None:
     """Supervised fine-tuning on the training problems' reference solutions (the RL warm start): the
     config's SL term alone, no sampling; an RL run starts from it with model.name=OUT/checkpoints/step-N/model."""
     name = Path(config or "smollm2-mbpp-cpu").stem
+    if num_processes > 1:
+        _launch(num_processes, "sft", overrides or [], config, out, steps, resume)
     _run_training(["rollout.enabled=false", "optim.rl_weight=0", *(overrides or [])], config,
                   out or Path("runs") / f"sft-{name}", steps, resume)
+
+
+def _launch(processes: int, command: str, overrides: list[str], config: str | None, out: Path | None,
+            steps: int | None, resume: bool) -> None:
+    """Run ``rltf COMMAND ...`` as ``processes`` ranks with accelerate's launcher (torch's elastic agent:
+    if one rank dies, the others are stopped and the launch fails); exits with its status."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as free:  # a free rendezvous port: two launches on one machine do not collide
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    argv = [command, *overrides, *(["--config", config] if config else []), *(["--out", str(out)] if out else []),
+            *(["--steps", str(steps)] if steps is not None else []), *(["--resume"] if resume else [])]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+              "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--num_machines", "1", "--main_process_port", str(port), "-m", "rltf.cli", *argv]
+    raise typer.Exit(subprocess.call(launch))
 
 
 def _run_training(overrides: list[str], config: str | None, out: Path | None, steps: int | None,
@@ -472,8 +500,9 @@ def _run_training(overrides: list[str], config: str | None, out: Path | None, st
     except FileExistsError as exc:
         raise typer.BadParameter(str(exc), param_hint="--out") from None
     trainer.run()
-    render_report(out)
-    _print_run(out)
+    if trainer.is_main:
+        render_report(out)
+        _print_run(out)
 
 
 def _print_run(run_dir: Path) -> None:
@@ -526,3 +555,7 @@ def ablate(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":  # python -m rltf.cli, as accelerate launch runs it
+    main()

@@ -184,6 +184,19 @@ class EvalConfig:
 class LogConfig:
     tensorboard: bool = True
     progress: bool = True
+    samples: bool = True
+    """Write every judged program of the rollouts (greedy baselines too) with its verdict to
+    ``samples.jsonl``: what the model wrote, for reading and for re-judging (e.g. on augmented tests)."""
+
+
+@dataclass
+class DistributedConfig:
+    """Data-parallel training, when launched as N processes (``accelerate launch --num_processes N``,
+    or ``rltf train --num-processes N``); a single process ignores it."""
+
+    timeout_s: float = 7200.0
+    """How long a rank waits in a collective for the others: rank 0 evaluates and checkpoints alone
+    while the other ranks wait at the next step's first exchange (torch's default is 10-30 minutes)."""
 
 
 @dataclass
@@ -201,6 +214,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:
         positive = {"steps": self.steps, "rollout.samples_per_problem": self.rollout.samples_per_problem,

@@ -74,7 +74,8 @@ def make_engine(policy: Policy, config: EngineConfig, version: int = 0) -> Engin
         engine: Engine = HFEngine(policy, batch_size=config.batch_size)
         engine.sync(version)
         return engine
-    device = "cuda" if str(policy.model.device).startswith("cuda") else "cpu"
+    # "cuda:K" on the learner's GPU: a data-parallel rank generates on its own device
+    device = str(policy.model.device) if str(policy.model.device).startswith("cuda") else "cpu"
     if name == "llamacpp":
         if not llamacpp.available():
             raise ValueError("engine.name=llamacpp needs llama-cpp-python: pip install llama-cpp-python "

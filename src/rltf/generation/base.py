@@ -26,6 +26,10 @@ class SamplingParams:
 
     With ``greedy_first`` sample 0 of each prompt is greedy and the other ``n - 1`` are sampled: a
     greedy baseline rides along with the samples at the price of one more row.
+
+    ``first_prompt`` is the index of this call's first prompt in a seeded call split across
+    processes (data-parallel ranks): an engine that seeds each row by (seed, prompt, row), as
+    ``llamacpp`` does, then draws the rows the whole call would have drawn.
     """
 
     n: int = 1
@@ -34,6 +38,7 @@ class SamplingParams:
     max_new_tokens: int = 384
     seed: int | None = 0
     greedy_first: bool = False
+    first_prompt: int = 0
 
     @property
     def greedy(self) -> bool:

@@ -111,7 +111,9 @@ class CT2Engine:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="rltf-ct2-", dir=scratch_dir()) as out:
             convert(self.policy.model, self.policy.tokenizer, self.compute_type, out)
-            self._generator = ctranslate2.Generator(out, device=self.device, compute_type=self.compute_type,
+            kind, _, index = self.device.partition(":")
+            self._generator = ctranslate2.Generator(out, device=kind, device_index=int(index or 0),
+                                                    compute_type=self.compute_type,
                                                     inter_threads=self.workers, intra_threads=self.threads)
         self.policy_version = version
         return time.perf_counter() - started

@@ -93,7 +93,8 @@ class HFEngine:
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams,
                  on_complete: OnComplete | None = None) -> Generation:
         """Deterministic given ``params.seed`` and the same prompts (the seed is set once, then the
-        batches run in order)."""
+        batches run in order); ``params.first_prompt`` is not used, so a call split across ranks
+        samples other rows than the whole call."""
         import torch
         from transformers import GenerationConfig
 

@@ -317,8 +317,9 @@ class _Worker:
                     self._clear(seq)
                 prefills[seqs[0]] = group.tokens
                 for j, (seq, greedy) in enumerate(zip(seqs, greedy_rows)):
+                    rng = np.random.default_rng([seed, params.first_prompt + group.prompt, j])
                     active[seq] = _Active((group.prompt, j), Row(prompts[group.prompt], TextStream(tokenizer)),
-                                          greedy, len(group.tokens), np.random.default_rng([seed, group.prompt, j]))
+                                          greedy, len(group.tokens), rng)
                     shared[seq] = seqs[0]
             if not active:
                 break
@@ -435,7 +436,9 @@ class LlamaCppEngine:
             path = os.path.join(out, "model.gguf")
             write_gguf(self.policy.model, self.policy.tokenizer, path, self.compute_type)
             params = llama_cpp.llama_model_default_params()
-            params.n_gpu_layers = 999 if self.device == "cuda" else 0
+            if self.device.startswith("cuda"):  # all layers on the learner's GPU, none split onto the others
+                params.n_gpu_layers, params.split_mode = 999, llama_cpp.LLAMA_SPLIT_MODE_NONE
+                params.main_gpu = int(self.device.partition(":")[2] or 0)
             params.use_mmap = False  # the file is deleted below
             model = llama_cpp.llama_model_load_from_file(path.encode(), params)
         if not model:

@@ -15,7 +15,7 @@ import torch
 from rltf.buffer import OnlineBuffer
 from rltf.models import Policy, merged
 
-METRICS, CONFIG, CHECKPOINTS, EVAL_DIR = "metrics.jsonl", "config.yaml", "checkpoints", "eval"
+METRICS, CONFIG, CHECKPOINTS, EVAL_DIR, SAMPLES = "metrics.jsonl", "config.yaml", "checkpoints", "eval", "samples.jsonl"
 
 
 def rng_state() -> dict[str, Any]:

@@ -92,7 +92,9 @@ def _behaviour(item: TrainItem) -> list[float]:
 
 
 def takes_logits_to_keep(model: Any) -> bool:
-    """Whether the (possibly PEFT-wrapped) model's forward takes transformers' ``logits_to_keep``."""
+    """Whether the (possibly DDP- or PEFT-wrapped) model's forward takes transformers' ``logits_to_keep``."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return _forward_takes_logits_to_keep(type(base))
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from rltf.train.checkpoint import EVAL_DIR, METRICS
+from rltf.train.checkpoint import EVAL_DIR, METRICS, SAMPLES
 from rltf.train.rollout import VERDICT_KEYS
 
 
@@ -40,13 +40,19 @@ def progress_text(record: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- reading a run back
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS
+def read_metrics(run_dir: str | Path, name: str = METRICS) -> list[dict[str, Any]]:
+    """The run's ``metrics.jsonl`` lines (or another of its JSONL files), a torn line left out."""
+    path = Path(run_dir) / name
     records = []
     for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
         with contextlib.suppress(json.JSONDecodeError):
             records.append(json.loads(line))
     return records
+
+
+def read_samples(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The judged programs of a run's rollouts (``log.samples``), one record each, in step order."""
+    return read_metrics(run_dir, SAMPLES)
 
 
 def read_evals(run_dir: str | Path) -> list[tuple[int, dict[str, Any]]]:

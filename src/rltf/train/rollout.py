@@ -115,6 +115,8 @@ class Rollout:
     judge_wait_s: float = 0.0
     judge_busy_s: float = 0.0
     static_findings: Counter[str] = field(default_factory=Counter)
+    program_records: list[dict[str, Any]] = field(default_factory=list)
+    """Every judged program (greedy baselines too) with its verdict: the ``samples.jsonl`` lines."""
 
     def metrics(self) -> dict[str, Any]:
         """``time_judge_s`` is the judging that generation did not hide (waiting after the last
@@ -214,15 +216,25 @@ class Actor:
                  autocast: Callable[[], contextlib.AbstractContextManager[Any]]) -> None:
         self.engine, self.judge, self.config, self.prompts, self.autocast = engine, judge, config, prompts, autocast
 
-    def rollout(self, problems: Sequence[Problem], step: int) -> Rollout:
-        """K samples per problem (+ a greedy baseline as sample 0 of the same request)."""
+    def rollout(self, problems: Sequence[Problem], step: int, rank: int = 0, ranks: int = 1) -> Rollout:
+        """K samples per problem (+ a greedy baseline as sample 0 of the same request).
+
+        With ``ranks`` data-parallel processes this one takes the ``rank``-th contiguous share of
+        ``problems``, seeded as the whole call (:attr:`SamplingParams.first_prompt`): the ranks'
+        rollouts, merged in rank order, are the one-process rollout of all of them.
+        """
         cfg, fb = self.config.rollout, self.config.feedback
         greedy = fb.baseline == "greedy"
         rollout = Rollout()
         busy0 = self.judge.busy_s
+        seed = stable_seed(self.config.seed, step, *(p.id for p in problems))
+        first = rank * len(problems) // ranks
+        problems = problems[first : (rank + 1) * len(problems) // ranks]
+        if not problems:
+            return rollout
         prompts = [self.prompts(p)[0] for p in problems]
         params = SamplingParams(cfg.samples_per_problem + greedy, cfg.temperature, cfg.top_p, cfg.max_new_tokens,
-                                stable_seed(self.config.seed, step, *(p.id for p in problems)), greedy_first=greedy)
+                                seed, greedy_first=greedy, first_prompt=first)
         pending: dict[tuple[int, int], tuple[Completion, ProgramSpan, Future[Verdict]]] = {}
 
         def judge_now(i: int, j: int, completion: Completion) -> None:
@@ -247,6 +259,13 @@ class Actor:
         if group.greedy is not None:
             rollout.greedy += 1
             rollout.greedy_passed += group.greedy.verdict.status == "pass"
+        for j, judged in enumerate(([group.greedy] if group.greedy else []) + group.samples):
+            verdict = judged.verdict
+            rollout.program_records.append({
+                "step": step + 1, "problem_id": group.problem.id, "greedy": group.greedy is not None and j == 0,
+                "program": judged.span.program(judged.completion.text), "status": verdict.status,
+                "category": verdict.error_category, "passed": verdict.passed, "total": verdict.total,
+                "policy_version": judged.completion.policy_version})
         prompt_ids = self.prompts(group.problem)[1]
         rollout.groups += 1
         first = len(rollout.samples)

@@ -11,6 +11,13 @@ Unlike the original (actors reloading learner checkpoints from disk every 600 s,
 to tens of steps stale), the engine is synced in memory, and a sample's ``policy_version`` records
 the weights the engine actually served when it sampled. Checkpoints are written to a temporary directory and
 renamed, so a run killed at any moment resumes from its last complete step.
+
+Data-parallel (``accelerate launch --num_processes N``): every rank holds the whole state (problem
+order, buffer, RNGs, engine, judge), samples and judges a contiguous share of each step's problems,
+and receives the others' samples, so the buffers stay identical; the update draws the global batch
+(N x ``grad_accum`` micro-batch pairs) and each rank trains on its share under DDP, which averages
+the gradients. N ranks thus take the steps one process would take with N x ``grad_accum``. Rank 0
+writes metrics, evaluations and checkpoints.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +48,7 @@ from rltf.train.checkpoint import (
     CONFIG,
     EVAL_DIR,
     METRICS,
+    SAMPLES,
     latest_checkpoint,
     load,
     save,
@@ -114,13 +123,22 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
                  evaluator: Evaluator | None = None, show_progress: bool | None = None) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import InitProcessGroupKwargs
+
         self.config, self.run_dir, self.evaluator = config, Path(run_dir), evaluator
-        self.show_progress = config.log.progress if show_progress is None else show_progress
+        self.accelerator = Accelerator(cpu=config.model.device == "cpu", kwargs_handlers=[
+            InitProcessGroupKwargs(timeout=timedelta(seconds=config.distributed.timeout_s))])
+        self.ranks, self.rank = self.accelerator.num_processes, self.accelerator.process_index
+        self.is_main = self.accelerator.is_main_process
+        self.show_progress = (config.log.progress if show_progress is None else show_progress) and self.is_main
         checkpoint = latest_checkpoint(self.run_dir) if resume else None
         if not resume and ((self.run_dir / CHECKPOINTS).exists() or (self.run_dir / METRICS).exists()):
             raise FileExistsError(f"{self.run_dir} already holds a run: resume it or choose another directory")
+        self.accelerator.wait_for_everyone()  # every rank has looked before rank 0 writes
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, self.run_dir / CONFIG)
+        if self.is_main:
+            save_config(config, self.run_dir / CONFIG)
         set_threads(config.model.threads)
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
@@ -137,13 +155,16 @@ class Trainer:
         if not config.rollout.enabled and not self.references:
             raise ValueError("supervised fine-tuning (rollout.enabled=false) needs reference solutions; "
                              "the training problems have none")
-        self.policy = self._load_policy(checkpoint)
+        with self.accelerator.main_process_first():  # rank 0 writes a random init or model conversion once
+            self.policy = self._load_policy(checkpoint)
         # prompts are cut once, to what collate keeps beside a full-length completion
         self.policy.max_prompt_tokens = config.optim.max_seq_len if self.policy.is_encoder_decoder else \
             max(1, config.optim.max_seq_len - config.rollout.max_new_tokens)
         self.model = self.policy.model
         if config.optim.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        # what the update's forward passes run: the model itself, or its DDP wrapper (same parameters)
+        self.learner = self.accelerator.prepare_model(self.model) if self.ranks > 1 else self.model
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         decay = [p for p in self.params if p.ndim >= 2]
         rest = [p for p in self.params if p.ndim < 2]
@@ -165,7 +186,8 @@ class Trainer:
         self._checkpoint_record: dict[str, Any] | None = None
         if checkpoint is not None:
             self._load_state(checkpoint)
-        self._truncate_metrics()
+        if self.is_main:
+            self._truncate_metrics()
 
     # ---------------------------------------------------------------- setup
 
@@ -176,7 +198,8 @@ class Trainer:
             source = str(checkpoint / "model")
         elif m.random_init is not None:
             source = str(self._random_model())
-        policy = Policy.load(source, allow_download=m.allow_download, style=m.style, dtype=m.dtype, device=m.device)
+        device = m.device if m.device == "cpu" or self.ranks == 1 else str(self.accelerator.device)  # a GPU per rank
+        policy = Policy.load(source, allow_download=m.allow_download, style=m.style, dtype=m.dtype, device=device)
         if m.lora.enabled:
             from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -228,12 +251,15 @@ class Trainer:
         line) travels with it: the line is appended to ``metrics.jsonl`` only after the rename, so a
         resume restores it if the kill came in between."""
         state = {"step": self.step, "offline_done": self.offline_done, "sampler": self.sampler.state_dict(),
-                 "sl_rng": self.sl_rng.getstate(), "record": json.dumps(record)}
+                 "sl_rng": self.sl_rng.getstate(), "record": json.dumps(record), "processes": self.ranks}
         return save(self.run_dir / CHECKPOINTS, self.step, self.config.checkpoint.keep, self.policy, self.optimizer,
                     self.scheduler, self.buffer, state)
 
     def _load_state(self, checkpoint: Path) -> None:
         self.buffer, state = load(checkpoint, self.optimizer, self.scheduler, self.model.device)
+        if state.get("processes", 1) != self.ranks:
+            raise ValueError(f"{checkpoint} was written by a run of {state.get('processes', 1)} processes; resume it "
+                             f"with as many (this one has {self.ranks}): each rank trains grad_accum micro-batches")
         # overrides on resume apply from the next refresh
         self.buffer.capacity, self.buffer.mode = self.config.buffer.capacity, self.config.buffer.mode
         self.step, self.offline_done = state["step"], state["offline_done"]
@@ -243,14 +269,16 @@ class Trainer:
         self._checkpoint_record = json.loads(state["record"])
 
     def _truncate_metrics(self) -> None:
-        """Make ``metrics.jsonl`` end at the checkpoint's step: later steps (and a torn last line) will
-        be redone, and the checkpoint's own line comes back if the kill came before it was written."""
-        path = self.run_dir / METRICS
-        kept = [r for r in read_metrics(self.run_dir) if r.get("step", 0) <= self.step]
-        if self._checkpoint_record and not any(r["step"] == self.step for r in kept):
-            kept.append(self._checkpoint_record)
-        if path.exists() or kept:
-            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+        """Make ``metrics.jsonl`` and ``samples.jsonl`` end at the checkpoint's step: later steps (and a
+        torn last line) will be redone, and the checkpoint's own metrics line comes back if the kill
+        came before it was written (its samples are written before the checkpoint)."""
+        for name in (METRICS, SAMPLES):
+            path = self.run_dir / name
+            kept = [r for r in read_metrics(self.run_dir, name) if r.get("step", 0) <= self.step]
+            if name == METRICS and self._checkpoint_record and not any(r["step"] == self.step for r in kept):
+                kept.append(self._checkpoint_record)
+            if path.exists() or kept:
+                write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
     # ---------------------------------------------------------------- the loop
 
@@ -260,14 +288,15 @@ class Trainer:
 
         target = min(self.config.steps, stop_at if stop_at is not None else self.config.steps)
         writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step + 1) \
-            if self.config.log.tensorboard else None
+            if self.config.log.tensorboard and self.is_main else None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         progress = Progress(TextColumn("[bold]train"), BarColumn(bar_width=20), MofNCompleteColumn(),
                             TimeElapsedColumn(), TextColumn("{task.fields[info]}"), disable=not self.show_progress)
         engine = make_engine(self.policy, self.config.engine, version=self.step)
         try:
-            with JudgeService(self.config.judge) as judge, progress, (self.run_dir / METRICS).open("a") as sink:
+            with JudgeService(self.config.judge) as judge, progress, \
+                    (self.run_dir / METRICS).open("a") if self.is_main else open(os.devnull, "w") as sink:
                 task = progress.add_task("train", total=self.config.steps, completed=self.step, info="")
                 actor = Actor(engine, judge, self.config, self.prompts, self._autocast)
                 if self.config.rollout.enabled and not self.config.rollout.online and not self.offline_done:
@@ -275,7 +304,7 @@ class Trainer:
                 self._maybe_eval(engine, judge, writer, progress)
                 while self.step < target:
                     record = self._train_step(actor)
-                    if self.step % self.config.checkpoint.every == 0 or self.step == target:
+                    if self.is_main and (self.step % self.config.checkpoint.every == 0 or self.step == target):
                         started = time.perf_counter()
                         self.save_checkpoint(record)
                         record["time_checkpoint_s"] = time.perf_counter() - started
@@ -297,7 +326,7 @@ class Trainer:
         order = self.sampler.draw(len(self.problems))
         for start in range(0, len(order), per_call):
             batch = [self.problems[i] for i in order[start : start + per_call]]
-            self.buffer.stage(actor.rollout(batch, step=0).samples)
+            self.buffer.stage(self._shared_rollout(actor, batch, step=0).samples)
         self.buffer.refresh(0)
         self.offline_done = True
 
@@ -307,6 +336,9 @@ class Trainer:
         if self.config.rollout.enabled and self.config.rollout.online:
             rollout = self._rollout(actor)
             self.buffer.stage(rollout.samples)
+            if self.config.log.samples and self.is_main:  # before the checkpoint: a resume keeps them
+                with (self.run_dir / SAMPLES).open("a", encoding="utf-8") as sink:
+                    sink.writelines(json.dumps(program) + "\n" for program in rollout.program_records)
             record.update(rollout.metrics())
             record.update(self._logprob_gap(rollout.samples))
         else:
@@ -333,10 +365,23 @@ class Trainer:
         cfg = self.config.rollout
         rollout, calls, wanted = Rollout(), 0, cfg.problems_per_step
         while wanted > 0 and calls < (cfg.max_rollouts if cfg.dynamic_sampling else 1):
-            rollout.merge(actor.rollout([self.problems[i] for i in self.sampler.draw(wanted)], self.step))
+            rollout.merge(self._shared_rollout(actor, [self.problems[i] for i in self.sampler.draw(wanted)], self.step))
             calls += 1
             wanted = cfg.problems_per_step - (rollout.groups - rollout.groups_without_signal)
         return rollout
+
+    def _shared_rollout(self, actor: Actor, problems: Sequence[Problem], step: int) -> Rollout:
+        """The rollout of ``problems``: this rank samples and judges its share, and every rank gets
+        the whole (the ranks' shares merged in rank order: the one-process rollout)."""
+        mine = actor.rollout(problems, step, self.rank, self.ranks)
+        if self.ranks == 1:
+            return mine
+        from accelerate.utils import gather_object
+
+        whole = Rollout()
+        for part in gather_object([mine]):
+            whole.merge(part)
+        return whole
 
     def _logprob_gap(self, samples: Sequence[Sample], n: int = 2) -> dict[str, Any]:
         """Mean |engine log-prob - learner log-prob| over the tokens of up to ``n`` fresh samples (one extra
@@ -347,7 +392,7 @@ class Trainer:
         importance correction has to absorb.
         """
         fresh = [s for s in samples if s.policy_version == self.step and s.logprobs][:n]
-        if not fresh:
+        if not fresh or not self.is_main:
             return {"logprob_gap": None}
         started = time.perf_counter()
         with torch.inference_mode():
@@ -372,14 +417,15 @@ class Trainer:
             items.append(TrainItem(prompt_ids, target, [1.0] * len(target)))
         return items
 
-    def _logprobs(self, items: Sequence[TrainItem]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """The learner's log-probs of the items' target tokens, their weights and behaviour log-probs,
-        and the tokens fed."""
+    def _logprobs(self, items: Sequence[TrainItem], model: Any = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """The log-probs of the items' target tokens under ``model`` (default: the learner's model,
+        unwrapped), their weights and behaviour log-probs, and the tokens fed."""
         batch = collate(items, self.policy.tokenizer.pad_token_id, self.config.optim.max_seq_len,
                         self.policy.is_encoder_decoder)
         batch = {k: v.to(self.model.device) for k, v in batch.items()}
         with self._autocast():
-            logp, weights, behaviour = target_logprobs(self.model, batch)
+            logp, weights, behaviour = target_logprobs(self.model if model is None else model, batch)
         return logp, weights, behaviour, int(batch["attention_mask"].sum())
 
     def _kept(self, sample: Sample) -> int:
@@ -387,55 +433,74 @@ class Trainer:
                                   self.policy.is_encoder_decoder)
 
     def _update(self) -> dict[str, Any]:
-        """One optimizer step over ``grad_accum`` pairs of an RL micro-batch and an SL micro-batch."""
+        """One optimizer step over the global batch: ``grad_accum`` pairs of an RL micro-batch and an
+        SL micro-batch per rank.
+
+        Every rank draws the whole batch (same buffer, same RNGs) and trains on its contiguous share
+        of the pairs; DDP averages the gradients at the rank's last backward (the others run under
+        ``no_sync``). Each loss is divided by ``grad_accum``, so the average over N ranks is the
+        one-process mean over N x ``grad_accum`` pairs.
+        """
         opt = self.config.optim
         started = time.perf_counter()
-        self.model.train()
+        self.learner.train()
         self.optimizer.zero_grad(set_to_none=True)
-        rl, sl, staleness, tokens = [], [], [], 0
-        diagnostics: dict[str, list[float]] = {}
+        pairs = opt.grad_accum * self.ranks
         # every RL micro-batch is drawn first: the global token mean needs the step's token count
-        drawn = [self.buffer.sample(opt.micro_batch) if opt.rl_weight else [] for _ in range(opt.grad_accum)]
+        drawn = [self.buffer.sample(opt.micro_batch) if opt.rl_weight else [] for _ in range(pairs)]
+        references = [self._sl_items(opt.micro_batch) if opt.sl_weight else [] for _ in range(pairs)]
         kept = [[self._kept(s) for s in samples] for samples in drawn]
         step_tokens = sum(map(sum, kept))
-        for samples, lengths in zip(drawn, kept):
-            if samples:
-                factors = sequence_factors(lengths, opt.loss_aggregation, step_tokens, opt.grad_accum)
-                logp, returns, behaviour, n = self._logprobs(
-                    [TrainItem(s.prompt_ids, s.completion_ids, [c * r for r in s.returns], s.logprobs)
-                     for s, c in zip(samples, factors)])
-                stored = all(s.logprobs for s in samples)
-                loss, stats = policy_loss(logp, returns, behaviour if stored else None, opt.importance,
-                                          opt.clip_eps, opt.tis_cap)
-                (opt.rl_weight * loss / opt.grad_accum).backward()
-                rl.append(loss.item())
-                for key, value in stats.items():
-                    diagnostics.setdefault(key, []).append(value.item())
-                tokens += n
-                staleness.extend(self.step - s.policy_version for s in samples)
-            if opt.sl_weight:
-                items = self._sl_items(opt.micro_batch)
-                if items:
-                    logp, weights, _, n = self._logprobs(items)
+        share = range(self.rank * opt.grad_accum, (self.rank + 1) * opt.grad_accum)
+        jobs = [(kind, i) for i in share for kind, batch in (("rl", drawn[i]), ("sl", references[i])) if batch]
+        local: dict[str, Any] = {"rl": [], "sl": [], "staleness": [], "tokens": 0, "diagnostics": {}}
+        for n, (kind, i) in enumerate(jobs):
+            last = n == len(jobs) - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.learner):
+                if kind == "rl":
+                    samples = drawn[i]
+                    factors = sequence_factors(kept[i], opt.loss_aggregation, step_tokens, pairs)
+                    logp, returns, behaviour, tokens = self._logprobs(
+                        [TrainItem(s.prompt_ids, s.completion_ids, [c * r for r in s.returns], s.logprobs)
+                         for s, c in zip(samples, factors)], self.learner)
+                    stored = all(s.logprobs for s in samples)
+                    loss, stats = policy_loss(logp, returns, behaviour if stored else None, opt.importance,
+                                              opt.clip_eps, opt.tis_cap)
+                    (opt.rl_weight * loss / opt.grad_accum).backward()
+                    local["rl"].append(loss.item())
+                    for key, value in stats.items():
+                        local["diagnostics"].setdefault(key, []).append(value.item())
+                    local["staleness"].extend(self.step - s.policy_version for s in samples)
+                else:
+                    logp, weights, _, tokens = self._logprobs(references[i], self.learner)
                     loss = weighted_nll(logp, weights)
                     (opt.sl_weight * loss / opt.grad_accum).backward()
-                    sl.append(loss.item())
-                    tokens += n
+                    local["sl"].append(loss.item())
+                local["tokens"] += tokens
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, opt.max_grad_norm if opt.max_grad_norm > 0
                                                    else math.inf).item()
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
-        self.model.eval()
+        self.learner.eval()
         elapsed = time.perf_counter() - started
+        parts = [local]
+        if self.ranks > 1:
+            from accelerate.utils import gather_object
+
+            parts = gather_object([local])
+        rl, sl = [x for p in parts for x in p["rl"]], [x for p in parts for x in p["sl"]]
+        staleness, tokens = [x for p in parts for x in p["staleness"]], sum(p["tokens"] for p in parts)
+        diagnostics = {key: [x for p in parts for x in p["diagnostics"].get(key, [])]
+                       for key in ("ratio", "clipped", "kl")}
         loss_rl, loss_sl = mean_or_none(rl), mean_or_none(sl)
         return {"loss": opt.rl_weight * (loss_rl or 0.0) + opt.sl_weight * (loss_sl or 0.0),
                 "loss_rl": loss_rl, "loss_sl": loss_sl, "lr": lr, "grad_norm": grad_norm,
                 "staleness_mean": mean_or_none(staleness), "staleness_max": max(staleness, default=None),
                 "train_tokens": tokens,
-                "importance_ratio_mean": mean_or_none(diagnostics.get("ratio", [])),
-                "importance_clip_frac": mean_or_none(diagnostics.get("clipped", [])),
-                "kl_behaviour_current": mean_or_none(diagnostics.get("kl", [])),
+                "importance_ratio_mean": mean_or_none(diagnostics["ratio"]),
+                "importance_clip_frac": mean_or_none(diagnostics["clipped"]),
+                "kl_behaviour_current": mean_or_none(diagnostics["kl"]),
                 "time_train_s": elapsed, "tokens_per_s_train": tokens / elapsed if elapsed else None}
 
     def _maybe_eval(self, engine: Engine, judge: JudgeService, writer: Any, progress: Any) -> None:
@@ -443,7 +508,7 @@ class Trainer:
         due = (step == 0 and cfg.at_start) or (step == self.config.steps and cfg.at_end) \
             or (cfg.every > 0 and step % cfg.every == 0)
         out = self.run_dir / EVAL_DIR / f"step-{step:06d}"
-        if self.evaluator is None or not due or (out / "summary.json").exists():
+        if self.evaluator is None or not due or not self.is_main or (out / "summary.json").exists():
             return
         if engine.policy_version != step:  # with sync_every > 1 the engine may hold older weights
             engine.sync(step)

@@ -1,0 +1,150 @@
+"""Data-parallel training: 2 CPU ranks (gloo) under accelerate's launcher take the steps that one
+process takes with twice the micro-batches, and a rank killed with SIGKILL stops the run, which
+``--resume`` then finishes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from rltf.config import load_config
+from rltf.train import Trainer, read_metrics
+from rltf.train.checkpoint import latest_checkpoint
+
+STEPS = 3
+OVERRIDES = [f"steps={STEPS}", "log.tensorboard=false", "log.progress=false", "eval.at_end=false",
+             "engine.name=llamacpp", "engine.compute_type=float32", "engine.workers=1", "model.threads=1",
+             "judge.workers=1", "rollout.problems_per_step=4", "buffer.capacity=16", "optim.micro_batch=2",
+             "model.random_init={hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, "
+             "num_key_value_heads: 2, max_position_embeddings: 2048, initializer_range: 1.0}"]
+"""llama.cpp seeds each row by (seed, problem, row), so a rank's half of the step's problems draws the
+rows the whole call draws in one process (HF's sampling depends on the batch). A wide initialisation
+makes the random model's next-token distributions peaked: near-uniform ones (the default 0.02) turn
+float rounding, which depends on how many rows llama.cpp decodes together, into other sampled tokens."""
+
+TOLERANCE = 2e-5
+"""Largest parameter difference allowed after 3 steps at lr 1e-3 (measured: 5.2e-6, against 3.7e-3 moved
+from the initial weights): DDP sums the ranks' gradients in
+another order than one process accumulates them (float rounding, ~1e-7 relative)."""
+
+
+def _params(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(latest_checkpoint(run_dir) / "model" / "model.safetensors"))
+
+
+def _launch(run_dir: Path, marker: str, *extra: str) -> subprocess.Popen[bytes]:
+    """``rltf train --num-processes 2`` with grad_accum 1 per rank; ``marker`` tags its processes."""
+    return subprocess.Popen([sys.executable, "-m", "rltf.cli", "train", "--config", "tiny-smoke", "--out", str(run_dir),
+                             *OVERRIDES, "optim.grad_accum=1", "--num-processes", "2", *extra],
+                            env={**os.environ, "RLTF_TEST_RUN": marker}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+
+
+def _tagged(marker: str) -> dict[int, dict[str, str]]:
+    """Live processes carrying ``marker`` in their environment, with that environment."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            raw = (entry / "environ").read_bytes()
+        except (OSError, ValueError):
+            continue
+        env = dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+        if env.get("RLTF_TEST_RUN") == marker and entry.name.isdigit():
+            found[int(entry.name)] = env
+    return found
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference: one process, grad_accum 2 (the 2-rank run's global batch)."""
+    run_dir = tmp_path_factory.mktemp("one")
+    config = load_config("tiny-smoke", [*OVERRIDES, "optim.grad_accum=2"])
+    assert Trainer(config, run_dir, show_progress=False).run() == STEPS
+    return run_dir
+
+
+def _assert_same_run(reference: Path, run_dir: Path) -> float:
+    ours, theirs = read_metrics(reference), read_metrics(run_dir)
+    assert [r["step"] for r in theirs] == list(range(1, STEPS + 1))
+    for a, b in zip(ours, theirs):
+        for key in ("verdicts", "samples_new", "gen_tokens", "train_tokens", "buffer_size", "reward_mean",
+                    "staleness_mean"):
+            assert a[key] == b[key], (a["step"], key)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-6)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+    a, b = _params(reference), _params(run_dir)
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst <= TOLERANCE, worst
+    return worst
+
+
+@pytest.mark.slow
+def test_two_ranks_take_the_steps_of_one_process_with_twice_the_micro_batches(one_process: Path,
+                                                                           tmp_path: Path) -> None:
+    run = _launch(tmp_path / "run", uuid.uuid4().hex)
+    output = run.communicate(timeout=600)[0].decode()
+    assert run.returncode == 0, output[-3000:]
+    assert _assert_same_run(one_process, tmp_path / "run") <= TOLERANCE
+    first = read_metrics(tmp_path / "run")[0]
+    assert sum(first["verdicts"].values()) == 4 * 2  # both ranks' programs reached rank 0's metrics
+
+
+@pytest.mark.slow
+def test_a_killed_rank_stops_the_run_and_resume_finishes_it(one_process: Path, tmp_path: Path) -> None:
+    run_dir, marker = tmp_path / "run", uuid.uuid4().hex
+    run = _launch(run_dir, marker)
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoints" / "step-000001").is_dir():
+        assert run.poll() is None and time.monotonic() < deadline, "the run never reached its first checkpoint"
+        time.sleep(0.2)
+    ranks = {int(env["RANK"]): pid for pid, env in _tagged(marker).items() if "RANK" in env and "LOCAL_RANK" in env}
+    assert sorted(ranks) == [0, 1]
+    os.kill(ranks[1], signal.SIGKILL)
+    run.communicate(timeout=120)
+    assert run.returncode != 0  # the launcher reports the failure ...
+    deadline = time.monotonic() + 30
+    while _tagged(marker) and time.monotonic() < deadline:  # ... and stops rank 0
+        time.sleep(0.2)
+    assert not _tagged(marker)
+    stopped_at = int(latest_checkpoint(run_dir).name.split("-")[1])
+    assert 1 <= stopped_at < STEPS
+
+    resumed = _launch(run_dir, marker, "--resume")
+    output = resumed.communicate(timeout=600)[0].decode()
+    assert resumed.returncode == 0, output[-3000:]
+    _assert_same_run(one_process, run_dir)
+
+
+@pytest.mark.slow
+def test_resume_with_another_number_of_processes_is_refused(one_process: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(one_process, run_dir)
+    state = latest_checkpoint(run_dir) / "trainer.pt"
+    saved = torch.load(state, weights_only=True)
+    torch.save({**saved, "processes": 2}, state)
+    with pytest.raises(ValueError, match="2 processes"):
+        Trainer(load_config(str(run_dir / "config.yaml")), run_dir, resume=True, show_progress=False)
+
+
+@pytest.mark.parametrize(("name", "machines", "processes"), [("multi-gpu", 1, 8), ("multi-node", 2, 16)])
+def test_example_accelerate_configs_are_valid(name: str, machines: int, processes: int) -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_config_from_file(str(root / "examples" / "accelerate" / f"{name}.yaml"))
+    assert config.distributed_type == DistributedType.MULTI_GPU and config.mixed_precision == "no"
+    assert (config.num_machines, config.num_processes) == (machines, processes)
