@@ -148,3 +148,15 @@ def test_example_accelerate_configs_are_valid(name: str, machines: int, processe
     config = load_config_from_file(str(root / "examples" / "accelerate" / f"{name}.yaml"))
     assert config.distributed_type == DistributedType.MULTI_GPU and config.mixed_precision == "no"
     assert (config.num_machines, config.num_processes) == (machines, processes)
+
+
+def test_sharded_strategies_are_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import accelerate
+    from accelerate.utils import DistributedType
+
+    class Sharded(accelerate.Accelerator):
+        distributed_type = DistributedType.FSDP  # what an FSDP accelerate config gives
+
+    monkeypatch.setattr(accelerate, "Accelerator", Sharded)
+    with pytest.raises(ValueError, match="FSDP; rltf trains data-parallel"):
+        Trainer(load_config("tiny-smoke", OVERRIDES), tmp_path, show_progress=False)

@@ -129,6 +129,10 @@ class Trainer:
         self.config, self.run_dir, self.evaluator = config, Path(run_dir), evaluator
         self.accelerator = Accelerator(cpu=config.model.device == "cpu", kwargs_handlers=[
             InitProcessGroupKwargs(timeout=timedelta(seconds=config.distributed.timeout_s))])
+        kind = self.accelerator.distributed_type.value
+        if kind not in ("NO", "MULTI_CPU", "MULTI_GPU"):
+            raise ValueError(f"accelerate is configured for {kind}; rltf trains data-parallel (DDP) only: every rank "
+                             "generates with the whole model (README, Multi-GPU and multi-node)")
         self.ranks, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.is_main = self.accelerator.is_main_process
         self.show_progress = (config.log.progress if show_progress is None else show_progress) and self.is_main
