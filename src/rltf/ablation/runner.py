@@ -64,7 +64,8 @@ def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print) -> d
         saved = (out / WARM_START if arm == WARM_START else run_dir(out, arm, seed)) / CONFIG
         if saved.is_file() and (differ := differing_keys(load_config(str(saved)), config)):
             raise ConfigError(f"{saved.parent} was started with other settings ({', '.join(differ)})")
-    pending = [(a, s) for a in spec.arms for s in spec.seeds if not run_finished(spec, out, a, s)]
+    # seed-major: every arm's first seed before any arm's second, so a half-finished ablation is a table
+    pending = [(a, s) for s in spec.seeds for a in spec.arms if not run_finished(spec, out, a, s)]
     if pending and spec.warm_start and not warm_start_model(spec, out).is_dir():
         echo(f"training the warm start in {out / WARM_START} ({spec.warm_start.base}) first, on every core")
         _train(configs[WARM_START, 0], out / WARM_START)
