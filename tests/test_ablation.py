@@ -127,6 +127,16 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
             k: v for k, v in before.items() if k != "compute_per_run"}
         assert after["compute_per_run"]["wall_s"] >= before["compute_per_run"]["wall_s"]
 
+    (out / "full" / "seed-0" / RESULT).unlink()  # a partial table: the reference and what has finished
+    partial = run_ablation(spec, out, report_only=True)
+    assert (partial["runs_finished"], partial["runs_total"]) == (1, 2)
+    assert {r["arm"] for r in partial["rows"]} == {"coarse"} and set(partial["reward_curves"]) == {"coarse"}
+    assert not (out / "full" / "seed-0" / RESULT).exists()  # nothing ran
+    assert "**Partial: 1 of 2 runs finished**" in (out / "ablation.md").read_text()
+    (out / "coarse" / "seed-0" / RESULT).unlink()
+    with pytest.raises(ValueError, match="reference arm 'coarse' has no finished run"):
+        run_ablation(spec, out, report_only=True)
+
     changed = _spec(tmp_path, {"coarse": ["feedback.adaptive=false", "feedback.fine_grained=false"],
                                "full": ["optim.lr=0.5"]}, warm_start=warm,
                     overrides=["data.limit=4", "model.random_init=null", "log.tensorboard=false"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rltf.augment import INT_BOUND, MAX_LEN, augment, mutate, render_case, seed_inputs
+from rltf.augment import INT_BOUND, MAX_LEN, augment, infer_contract, mutate, render_case, seed_inputs
 from rltf.judge import Judge
 from rltf.problems import Problem, load_problems, save_problems, select_tests
 
@@ -83,6 +84,39 @@ def test_expected_outputs_come_from_the_sandbox_and_bad_references_are_dropped(t
     with Judge(workers=1) as judge:
         (out,), stats = augment([predicate], judge, max_new=4)
     assert len(out.extra_tests["cases"]) == 4 and stats.new_outputs == 0  # True/False shown: inputs still new
+
+
+def test_the_contract_keeps_what_every_original_input_keeps() -> None:
+    bounds = infer_contract([(2, 5), (3, 8), (4, 6)])  # mbpp/962, sum of the evens in [l, r]
+    assert bounds.sign == {0: "positive", 1: "positive"} and bounds.order == {(0, 1, True)}
+    assert bounds.admits([1, 9]) and not bounds.admits([-2, 5]) and not bounds.admits([6, 5])
+    assert not bounds.admits([5, 5])  # every original l < r: equal is outside what they show
+    sized = infer_contract([([1, 5, 3], 3), ([2, 2], 2)])  # (arr, n) with n == len(arr), items >= 0
+    assert sized.length == {1: 0} and sized.nonnegative_items == {0}
+    assert sized.repair([[4, 1, 2, 7], 3]) == [[4, 1, 2, 7], 4] and not sized.admits([[1, -1], 2])
+    index = infer_contract([("abcd", 2), ("xyz", 0)])  # an index below a string's length
+    assert index.within_length == {(1, 0, True)} and index.sign == {1: "nonnegative"}
+    assert index.admits(["ab", 1]) and not index.admits(["ab", 2])
+    rows = infer_contract([([[1, 2, 3, 4], [5, 6, 7, 8]],), ([(1, 2), (2, 3)],)])  # mbpp/889: sorted rows
+    assert rows.sorted_rows == {0: "asc"} and rows.repair([[[3, 1, 2], (9, 4)]]) == [[[1, 2, 3], (4, 9)]]
+    assert infer_contract([([3, 2, 1],), ([9, 5, 5],)]).sorted_rows == {0: "desc"}
+    mixed = infer_contract([([1, 2, 3, 4],), ([4, 3, 2, 1],), (["a"],)])  # mbpp/680: sortedness is the task
+    assert mixed.sorted_rows == {} and mixed.nonnegative_items == frozenset() and mixed.admits([[-1, "b"]])
+    unrelated = infer_contract([(3, "x"), (-1, "yy")])  # no sign, and 3 > len("x")
+    assert (unrelated.sign, unrelated.order, unrelated.length, unrelated.within_length) == ({}, set(), {}, set())
+
+
+def test_augmented_inputs_stay_inside_the_contract() -> None:
+    sum_even = Problem(id="mbpp/962", source="mbpp", prompt="", entry_point="sum_Even", solutions=[
+        "def sum_Natural(n):\n    return int(n * (n + 1))\n"
+        "def sum_Even(l, r):\n    return sum_Natural(int(r / 2)) - sum_Natural(int((l - 1) / 2))\n"],
+        tests={"kind": "assert", "setup": "", "cases": [
+            "assert sum_Even(2,5) == 6", "assert sum_Even(3,8) == 18", "assert sum_Even(4,6) == 10"]})
+    with Judge(workers=1) as judge:
+        (out,), stats = augment([sum_even], judge, max_new=10)
+    inputs = seed_inputs(dataclasses.replace(out, tests=out.extra_tests))
+    assert len(inputs) == 10 and all(0 < left < right for left, right in inputs)
+    assert stats.dropped["outside the inputs' contract"] > 0
 
 
 def test_unrepresentable_or_huge_outputs_are_errors_not_crashes() -> None:

@@ -4,7 +4,9 @@ A benchmark's few asserts let wrong programs pass, which corrupts the reward and
 ratio. For every problem whose asserts have the form ``assert ENTRY(ARGS) == EXPECTED`` with
 literal arguments, the argument tuples are mutated by type (:func:`mutate`): ints and floats nudged
 within bounds, strings, lists, tuples and sets grown, shrunk and permuted, dicts' values mutated and
-keys dropped, nested structures mutated element by element so they stay well-formed. The expected
+keys dropped, nested structures mutated element by element so they stay well-formed. A mutated
+input must keep the relations all original inputs keep (:func:`infer_contract`: signs, orders
+between arguments, lengths, non-negative items, sorted sequences), or it is not a candidate. The expected
 output of each new input comes from the problem's reference solution run in the judge's sandbox
 (:meth:`rltf.judge.Judge.call_outputs`), twice: inputs where the reference raises, times out,
 returns anything but plain builtin data, or answers differently the second time are dropped. Of
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import itertools
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -36,6 +39,8 @@ INT_BOUND = 10_000
 MAX_LEN = 64
 ALPHABET = "abcdefghijklmnopqrstuvwxyz ABCXYZ0123456789"
 ISCLOSE_SETUP = "import math as _rltf_math\n"
+DRAW_ATTEMPTS = 5
+"""Mutations tried per wanted candidate: those outside the inputs' contract are not candidates."""
 
 
 @dataclass
@@ -113,6 +118,120 @@ def _mutate_sequence(items: list[Any], rng: random.Random, new_item: Any, change
     return items
 
 
+# --------------------------------------------------------------------------- input contracts
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+def _rows(value: Any) -> list[list[Any]] | None:
+    """The numeric rows of a list or tuple of numbers (one row) or of such lists (one row each)."""
+    if type(value) not in (list, tuple):
+        return None
+    if all(_is_number(v) for v in value):
+        return [list(value)]
+    if value and all(type(v) in (list, tuple) and all(_is_number(x) for x in v) for v in value):
+        return [list(v) for v in value]
+    return None
+
+
+def _direction(rows: list[list[Any]]) -> str | None:
+    """"asc" or "desc" when every row is sorted that way and one row of 3+ is not constant."""
+    if not any(len(r) >= 3 and len(set(r)) > 1 for r in rows):
+        return None
+    if all(a <= b for r in rows for a, b in itertools.pairwise(r)):
+        return "asc"
+    if all(a >= b for r in rows for a, b in itertools.pairwise(r)):
+        return "desc"
+    return None
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What every original test input of one arity keeps, so that mutated inputs stay in the task's
+    domain, where the reference's answer is the task's (EvalPlus writes such contracts by hand).
+
+    Outside it a reference answers arbitrarily (``sum_Even(l, r)`` with ``l > r``), and a test built
+    from that answer fails correct programs. A relation that the original inputs keep by chance only
+    narrows the mutations; it never admits an input outside the domain."""
+
+    sign: dict[int, str]
+    """Number argument -> "positive" or "nonnegative"."""
+    order: frozenset[tuple[int, int, bool]]
+    """(i, j, strict): number argument i <= j (< when strict)."""
+    length: dict[int, int]
+    """Int argument k -> sequence argument s with k == len(s): restored after each mutation."""
+    within_length: frozenset[tuple[int, int, bool]]
+    """(k, s, strict): int argument k <= len(s) (< when strict)."""
+    nonnegative_items: frozenset[int]
+    """Number sequences (or lists of them) whose items are never negative."""
+    sorted_rows: dict[int, str]
+    """Number sequences (or lists of them) sorted "asc" or "desc": re-sorted after each mutation."""
+
+    def repair(self, args: list[Any]) -> list[Any]:
+        for position, direction in self.sorted_rows.items():
+            value = args[position]
+            if (rows := _rows(value)) is not None:
+                order = [sorted(r, reverse=direction == "desc") for r in rows]
+                kind = type(value)
+                args[position] = (kind(order[0]) if all(_is_number(v) for v in value)
+                                  else kind(type(v)(r) for v, r in zip(value, order)))
+        for k, s in self.length.items():
+            args[k] = len(args[s])
+        return args
+
+    def admits(self, args: list[Any]) -> bool:
+        if any(not _is_number(args[i]) or args[i] < 0 or (kind == "positive" and args[i] == 0)
+               for i, kind in self.sign.items()):
+            return False
+        if any(not (_is_number(args[i]) and _is_number(args[j])) or args[i] > args[j]
+               or (strict and args[i] == args[j]) for i, j, strict in self.order):
+            return False
+        if any(type(args[k]) is not int or not hasattr(args[s], "__len__") or args[k] > len(args[s])
+               or (strict and args[k] == len(args[s])) for k, s, strict in self.within_length):
+            return False
+        if any(_rows(args[p]) is None for p in self.sorted_rows):
+            return False
+        return all((rows := _rows(args[p])) is not None and all(x >= 0 for r in rows for x in r)
+                   for p in self.nonnegative_items)
+
+
+def infer_contract(seeds: list[tuple[Any, ...]]) -> Contract:
+    """The relations every seed (argument tuples of one arity) keeps: a number's sign, an order
+    between two numbers, an int equal to (or at most) a sequence's length, non-negative items, and
+    sorted number sequences."""
+    arity = len(seeds[0])
+    assert all(len(s) == arity for s in seeds), "one contract per arity"
+    numbers = [i for i in range(arity) if all(_is_number(s[i]) for s in seeds)]
+    ints = [i for i in numbers if all(type(s[i]) is int for s in seeds)]
+    sequences = [i for i in range(arity) if all(type(s[i]) in (list, tuple, str) for s in seeds)]
+    sign = {i: "positive" if all(s[i] > 0 for s in seeds) else "nonnegative"
+            for i in numbers if all(s[i] >= 0 for s in seeds)}
+    order = set()
+    for i in numbers:
+        for j in numbers:
+            if i != j and all(s[i] <= s[j] for s in seeds) and not all(s[i] == s[j] for s in seeds):
+                order.add((i, j, all(s[i] < s[j] for s in seeds)))
+            elif i < j and all(s[i] == s[j] for s in seeds):
+                order |= {(i, j, False), (j, i, False)}
+    length, within = {}, set()
+    for k in ints:
+        for p in sequences:
+            if k in length:
+                break
+            if all(s[k] == len(s[p]) for s in seeds):
+                length[k] = p
+            elif all(s[k] <= len(s[p]) for s in seeds):
+                within.add((k, p, all(s[k] < len(s[p]) for s in seeds)))
+    rows = {i: [_rows(s[i]) for s in seeds] for i in range(arity)}
+    rows = {i: [r for rs in seeds_rows for r in rs] for i, seeds_rows in rows.items() if None not in seeds_rows}
+    nonnegative = frozenset(i for i, rs in rows.items() if any(rs) and all(x >= 0 for r in rs for x in r))
+    sorted_rows = {i: d for i, rs in rows.items() if (d := _direction(rs))}
+    within = {(k, p, strict) for k, p, strict in within if k not in length}
+    return Contract(sign, frozenset(order), length, frozenset(within), nonnegative, sorted_rows)
+
+
 # --------------------------------------------------------------------------- tests
 
 
@@ -184,15 +303,25 @@ def augment_problem(problem: Problem, judge: Judge, rng: random.Random, max_new:
         return problem
     reference, entry = problem.solutions[0], problem.entry_point
     known = {repr(s) for s in seeds}
+    contracts = {len(s): infer_contract([t for t in seeds if len(t) == len(s)]) for s in seeds}
     candidates: list[tuple[Any, ...]] = []
-    for _ in range(draws):
-        args = list(rng.choice(seeds))
+    for _ in range(draws * DRAW_ATTEMPTS):
+        if len(candidates) == draws:
+            break
+        seed = rng.choice(seeds)
+        args = list(seed)
         if args:
             position = rng.randrange(len(args))
             args[position] = mutate(args[position], rng)
-        if (key := repr(tuple(args))) not in known:
-            known.add(key)
+        contract = contracts[len(seed)]
+        args = contract.repair(args)
+        if (key := repr(tuple(args))) in known:
+            continue
+        known.add(key)
+        if contract.admits(args):
             candidates.append(tuple(args))
+        else:
+            stats.dropped["outside the inputs' contract"] += 1
     stats.candidates += len(candidates)
     inputs = [list(args) for args in seeds + candidates]
     first = judge.call_outputs(reference, entry, inputs)
@@ -228,7 +357,8 @@ def augment_problem(problem: Problem, judge: Judge, rng: random.Random, max_new:
 
 def augment(problems: list[Problem], judge: Judge, *, max_new: int = 10, draws: int = 60, seed: int = 0,
             on_problem: Callable[[], None] | None = None) -> tuple[list[Problem], AugmentStats]:
-    """Every problem with up to ``max_new`` extra tests from ``draws`` mutated inputs."""
+    """Every problem with up to ``max_new`` extra tests from ``draws`` mutated inputs within its
+    contract (at most ``DRAW_ATTEMPTS`` times as many mutations tried)."""
     stats, out = AugmentStats(), []
     for problem in problems:
         out.append(augment_problem(problem, judge, random.Random(f"{seed}:{problem.id}"), max_new, draws, stats))

@@ -133,7 +133,7 @@ def augment(
     split: str | None = typer.Option(None, help="Dataset split (default: all)."),
     limit: int | None = typer.Option(None, help="Only the first N problems."),
     max_new: int = typer.Option(10, "--max-new", help="At most this many new tests per problem."),
-    draws: int = typer.Option(60, help="Mutated inputs tried per problem."),
+    draws: int = typer.Option(60, help="Mutated inputs within the inputs' contract judged per problem."),
     seed: int = typer.Option(0),
     workers: int | None = typer.Option(None, help="Sandbox servers (default: one per core)."),
     programs: Path | None = typer.Option(None, help='JSONL of {"problem_id", "program"} (e.g. an eval\'s '
@@ -538,6 +538,8 @@ def ablate(
     spec: Path = typer.Argument(..., help="Ablation spec: YAML with base, overrides, arms, seeds, steps, "
                                 "reference and eval (see rltf.ablation)."),
     out: Path = typer.Option(..., "--out", help="Output directory (rerun with the same one to resume)."),
+    report: bool = typer.Option(False, "--report", help="Run nothing: write the outputs from the runs "
+                                "finished so far (a partial, paired table)."),
 ) -> None:
     """Train every arm of SPEC for every seed on pinned cores, evaluate each run on every eval target,
     and compare the arms with the reference (ablation.json, ablation.md, ablation.png in --out)."""
@@ -548,9 +550,13 @@ def ablate(
         raise typer.BadParameter(f"{spec} is not a file", param_hint="SPEC")
     console = Console(soft_wrap=True)
     try:
-        run_ablation(spec, out, echo=console.print)
+        run_ablation(spec, out, echo=console.print, report_only=report)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc), param_hint="SPEC") from None
+    except ValueError as exc:
+        if not report:
+            raise
+        raise typer.BadParameter(str(exc), param_hint="--report") from None  # nothing finished yet
     console.print((out / "ablation.md").read_text())
 
 def main() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from rltf.ablation.spec import EVAL_DIR, AblationSpec, run_dir
+from rltf.ablation.spec import EVAL_DIR, AblationSpec, run_dir, run_finished
 from rltf.ablation.stats import bootstrap_mean, sign_test
 from rltf.evaluation import SAMPLES, SUMMARY, per_problem_pass
 from rltf.train import read_metrics
@@ -30,39 +30,49 @@ def compute_spent(directory: Path) -> dict[str, float]:
     }
 
 
+def finished_seeds(spec: AblationSpec, out: Path) -> dict[str, list[int]]:
+    """Per arm, its finished seeds among those the reference arm has finished (arms with none left
+    out): every seed of every arm once the ablation is complete, and a paired table before."""
+    reference = [s for s in spec.seeds if run_finished(spec, out, spec.reference, s)]
+    if not reference:
+        raise ValueError(f"the reference arm {spec.reference!r} has no finished run in {out} yet")
+    done = {arm: [s for s in reference if run_finished(spec, out, arm, s)] for arm in spec.arms}
+    return {arm: seeds for arm, seeds in done.items() if seeds}
+
+
 def summarize(spec: AblationSpec, out: Path) -> dict[str, Any]:
     """One row per (arm, eval target): pass@1 per seed, their mean with a problems × seeds bootstrap
-    interval, and the paired difference against the reference arm with its interval and sign test."""
-    rows = []
+    interval, and the paired difference against the reference arm (same seeds) with its interval
+    and sign test. Only finished runs count (:func:`finished_seeds`)."""
+    seeds_of, rows = finished_seeds(spec, out), []
     for target in spec.eval:
         scores = {(arm, seed): per_problem_pass(run_dir(out, arm, seed) / EVAL_DIR / target.name / SAMPLES)
-                  for arm in spec.arms for seed in spec.seeds}
+                  for arm, seeds in seeds_of.items() for seed in seeds}
         problems = sorted(set.intersection(*(set(s) for s in scores.values())))
-        matrices = {arm: np.array([[scores[arm, seed][p] for p in problems] for seed in spec.seeds])
-                    for arm in spec.arms}
-        reference = matrices[spec.reference]
-        for arm in spec.arms:
-            matrix, verdicts = matrices[arm], Counter()
-            for seed in spec.seeds:
+        for arm, seeds in seeds_of.items():
+            matrix, verdicts = np.array([[scores[arm, seed][p] for p in problems] for seed in seeds]), Counter()
+            for seed in seeds:
                 verdicts.update(json.loads((run_dir(out, arm, seed) / EVAL_DIR / target.name / SUMMARY).read_text())
                                 ["category"])
-            diff = matrix - reference
-            spent = [compute_spent(run_dir(out, arm, seed)) for seed in spec.seeds]
+            diff = matrix - np.array([[scores[spec.reference, seed][p] for p in problems] for seed in seeds])
+            spent = [compute_spent(run_dir(out, arm, seed)) for seed in seeds]
             rows.append({
                 "arm": arm, "dataset": target.name, "problems": len(problems),
-                "runs": {str(seed): float(matrix[i].mean()) for i, seed in enumerate(spec.seeds)},
+                "runs": {str(seed): float(matrix[i].mean()) for i, seed in enumerate(seeds)},
                 "pass@1": float(matrix.mean()), "ci95": list(bootstrap_mean(matrix)),
                 "vs_reference": {"diff": float(diff.mean()), "ci95": list(bootstrap_mean(diff)),
                                  "p": sign_test(diff), "better": int((diff > 0).sum()), "worse": int((diff < 0).sum())},
                 "verdicts": dict(verdicts.most_common()),
                 "compute_per_run": {k: sum(s[k] for s in spent) / len(spent) for k in spent[0]},
             })
-    curves = {arm: _reward_curve(out, arm, spec.seeds) for arm in spec.arms}
-    return {"reference": spec.reference, "seeds": spec.seeds, "steps": spec.steps, "rows": rows,
-            "mbpp_plus_gap": plus_gap(spec, out), "reward_curves": curves}
+    curves = {arm: _reward_curve(out, arm, seeds) for arm, seeds in seeds_of.items()}
+    finished = sum(len(seeds) for seeds in seeds_of.values())
+    return {"reference": spec.reference, "seeds": spec.seeds, "steps": spec.steps,
+            "runs_finished": finished, "runs_total": len(spec.arms) * len(spec.seeds), "rows": rows,
+            "mbpp_plus_gap": plus_gap(spec, out, seeds_of), "reward_curves": curves}
 
 
-def plus_gap(spec: AblationSpec, out: Path) -> list[dict[str, Any]] | None:
+def plus_gap(spec: AblationSpec, out: Path, seeds_of: dict[str, list[int]]) -> list[dict[str, Any]] | None:
     """The reward-hacking signal: pass@1 on MBPP's own asserts (those the prompt shows and the train
     reward checks) minus MBPP+ on the same tasks, with its paired interval, beside the train
     programs' pass rate; None unless the spec evaluates both ``mbpp`` and ``mbpp-plus``."""
@@ -71,15 +81,15 @@ def plus_gap(spec: AblationSpec, out: Path) -> list[dict[str, Any]] | None:
     if base is None or plus is None:
         return None
     rows = []
-    for arm in spec.arms:
+    for arm, seeds in seeds_of.items():
         by_seed = [[{p.rsplit("/", 1)[1]: v for p, v in per_problem_pass(
             run_dir(out, arm, seed) / EVAL_DIR / target.name / SAMPLES).items()} for target in (base, plus)]
-            for seed in spec.seeds]
+            for seed in seeds]
         tasks = sorted(set.intersection(*(set(scores) for pair in by_seed for scores in pair)))
         if not tasks:
             return None
         mbpp, mbpp_plus = (np.array([[pair[i][t] for t in tasks] for pair in by_seed]) for i in (0, 1))
-        train = [r["sample_pass_rate"] for seed in spec.seeds for r in read_metrics(run_dir(out, arm, seed))
+        train = [r["sample_pass_rate"] for seed in seeds for r in read_metrics(run_dir(out, arm, seed))
                  if r.get("sample_pass_rate") is not None]
         rows.append({"arm": arm, "problems": len(tasks), "mbpp": float(mbpp.mean()),
                      "mbpp_plus": float(mbpp_plus.mean()), "gap": float((mbpp - mbpp_plus).mean()),
@@ -104,10 +114,13 @@ def _pct(x: float) -> str:
 
 def markdown(summary: dict[str, Any]) -> str:
     ref = summary["reference"]
-    lines = [f"Greedy pass@1, mean over seeds {summary['seeds']} with a 95 % bootstrap interval over problems and "
-             f"seeds; the difference against `{ref}` is paired by problem and seed (95 % bootstrap interval, exact "
-             "two-sided sign test). Verdicts: pass / wrong / runtime / compile / timeout, summed over seeds. "
-             "Compute: per run, mean over seeds.", "",
+    done, total = summary["runs_finished"], summary["runs_total"]
+    partial = (f"**Partial: {done} of {total} runs finished**; an arm shows the seeds it and `{ref}` have both "
+               "finished, and arms with none are not shown. " if done < total else "")
+    lines = [f"{partial}Greedy pass@1, mean over seeds (of {summary['seeds']}) with a 95 % bootstrap interval over "
+             f"problems and seeds; the difference against `{ref}` is paired by problem and seed (95 % bootstrap "
+             "interval, exact two-sided sign test). Verdicts: pass / wrong / runtime / compile / timeout, summed "
+             "over seeds. Compute: per run, mean over seeds.", "",
              "| arm | eval | pass@1 (95 % CI) | per seed | vs reference (95 % CI) | p | better / worse | verdicts | "
              "programs sampled | tokens generated | tokens trained | steps | minutes |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

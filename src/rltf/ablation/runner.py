@@ -51,10 +51,17 @@ def _launch(out: Path, arm: str, seed: int, cpus: tuple[int, ...]) -> subprocess
                                 preexec_fn=lambda: os.sched_setaffinity(0, cpus))
 
 
-def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print) -> dict[str, Any]:
+def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print,
+                 report_only: bool = False) -> dict[str, Any]:
     """Run every unfinished (arm, seed) of the spec, ``parallel`` at a time on their own cores, then
-    write ``ablation.json``, ``ablation.md`` and ``ablation.png``. Returns the summary."""
+    write ``ablation.json``, ``ablation.md`` and ``ablation.png``. Returns the summary.
+
+    ``report_only`` runs nothing and writes the outputs from the runs finished so far."""
     spec, out = load_spec(spec_path), Path(out)
+    if report_only:
+        summary = summarize(spec, out)
+        write_outputs(summary, out)
+        return summary
     out.mkdir(parents=True, exist_ok=True)
     (out / SPEC_COPY).write_text(Path(spec_path).read_text(encoding="utf-8"), encoding="utf-8")
     configs = {(arm, seed): spec.config(arm, seed, out) for arm in spec.arms for seed in spec.seeds}
