@@ -217,18 +217,16 @@ def infer_contract(seeds: list[tuple[Any, ...]]) -> Contract:
                 order |= {(i, j, False), (j, i, False)}
     length, within = {}, set()
     for k in ints:
-        for p in sequences:
-            if k in length:
-                break
-            if all(s[k] == len(s[p]) for s in seeds):
-                length[k] = p
-            elif all(s[k] <= len(s[p]) for s in seeds):
-                within.add((k, p, all(s[k] < len(s[p]) for s in seeds)))
+        linked = next((p for p in sequences if all(s[k] == len(s[p]) for s in seeds)), None)
+        if linked is not None:
+            length[k] = linked
+        else:
+            within |= {(k, p, all(s[k] < len(s[p]) for s in seeds))
+                       for p in sequences if all(s[k] <= len(s[p]) for s in seeds)}
     rows = {i: [_rows(s[i]) for s in seeds] for i in range(arity)}
     rows = {i: [r for rs in seeds_rows for r in rs] for i, seeds_rows in rows.items() if None not in seeds_rows}
     nonnegative = frozenset(i for i, rs in rows.items() if any(rs) and all(x >= 0 for r in rs for x in r))
     sorted_rows = {i: d for i, rs in rows.items() if (d := _direction(rs))}
-    within = {(k, p, strict) for k, p, strict in within if k not in length}
     return Contract(sign, frozenset(order), length, frozenset(within), nonnegative, sorted_rows)
 
 
