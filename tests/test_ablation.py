@@ -3,6 +3,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +81,32 @@ def test_cpu_slots_are_disjoint_and_sized_by_threads() -> None:
         (cpus[0],)]
     with pytest.raises(ConfigError, match="cores"):
         cpu_slots(AblationSpec("tiny-smoke", {"a": []}, [0], 1, "a", [EvalTarget("mbpp")], threads=len(cpus) + 1))
+
+
+def test_a_killed_ablation_takes_its_runs_with_it() -> None:
+    """SIGKILL of the ablation leaves no run training on: a resumed ablation would train beside it."""
+    cpu = min(os.sched_getaffinity(0))
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\nfrom rltf.ablation.runner import pin_to\n"
+        f"child = subprocess.Popen(['sleep', '300'], preexec_fn=lambda: pin_to(({cpu},)))\n"
+        "print(child.pid, flush=True)\ntime.sleep(300)\n")], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    assert os.sched_getaffinity(child) == {cpu}
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a killed process that nobody has reaped yet is a zombie: not alive)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Path) -> None:

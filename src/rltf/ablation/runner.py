@@ -3,8 +3,10 @@ to its own cores; ``python -m rltf.ablation SPEC OUT ARM SEED`` is the child."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +40,16 @@ def cpu_slots(spec: AblationSpec) -> list[tuple[int, ...]]:
     return [tuple(cpus[i * spec.threads:(i + 1) * spec.threads]) for i in range(count)]
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def pin_to(cpus: tuple[int, ...]) -> None:
+    """In a child before it execs: run on ``cpus`` only, and die with the parent (SIGKILL), so an
+    ablation killed by any signal leaves no run behind that a resumed one would train beside."""
+    os.sched_setaffinity(0, cpus)
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _launch(out: Path, arm: str, seed: int, cpus: tuple[int, ...]) -> subprocess.Popen:
     """One run's child process, on ``cpus`` only, its thread pools sized to them."""
     directory = run_dir(out, arm, seed)
@@ -48,7 +60,7 @@ def _launch(out: Path, arm: str, seed: int, cpus: tuple[int, ...]) -> subprocess
     with (directory / LOG).open("a") as log:
         return subprocess.Popen([sys.executable, "-m", "rltf.ablation", str(out / SPEC_COPY), str(out), arm, str(seed)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+                                preexec_fn=lambda: pin_to(cpus))
 
 
 def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print,
@@ -94,7 +106,7 @@ def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print,
                 if child.returncode:
                     failed.append(f"{arm} seed {seed} (exit {child.returncode}, see {run_dir(out, arm, seed) / LOG})")
                 echo(f"{'FAILED' if child.returncode else 'finished'} {arm} seed {seed}")
-    finally:  # an interrupted ablation leaves no orphan runs behind (they resume next time)
+    finally:  # an interrupted ablation leaves no runs behind (they resume next time); see pin_to for kills
         for child in running:
             child.kill()
     if failed:
