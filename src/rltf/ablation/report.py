@@ -66,7 +66,7 @@ def summarize(spec: AblationSpec, out: Path) -> dict[str, Any]:
                 "compute_per_run": {k: sum(s[k] for s in spent) / len(spent) for k in spent[0]},
             })
     curves = {arm: _reward_curve(out, arm, seeds) for arm, seeds in seeds_of.items()}
-    finished = sum(len(seeds) for seeds in seeds_of.values())
+    finished = sum(run_finished(spec, out, arm, seed) for arm in spec.arms for seed in spec.seeds)
     return {"reference": spec.reference, "seeds": spec.seeds, "steps": spec.steps,
             "runs_finished": finished, "runs_total": len(spec.arms) * len(spec.seeds), "rows": rows,
             "mbpp_plus_gap": plus_gap(spec, out, seeds_of), "reward_curves": curves}
