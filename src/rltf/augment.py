@@ -301,7 +301,7 @@ def augment_problem(problem: Problem, judge: Judge, rng: random.Random, max_new:
         return problem
     reference, entry = problem.solutions[0], problem.entry_point
     known = {repr(s) for s in seeds}
-    contracts = {len(s): infer_contract([t for t in seeds if len(t) == len(s)]) for s in seeds}
+    contracts = {n: infer_contract([s for s in seeds if len(s) == n]) for n in {len(s) for s in seeds}}
     candidates: list[tuple[Any, ...]] = []
     for _ in range(draws * DRAW_ATTEMPTS):
         if len(candidates) == draws:
