@@ -23,6 +23,7 @@ from rltf.ablation import (
 )
 from rltf.config import ConfigError, load_config
 from rltf.train import CONFIG, read_metrics
+from rltf.train.checkpoint import latest_checkpoint
 
 
 def test_bootstrap_interval_matches_the_binomial_standard_error() -> None:
@@ -155,6 +156,15 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
         assert {k: v for k, v in after.items() if k != "compute_per_run"} == {
             k: v for k, v in before.items() if k != "compute_per_run"}
         assert after["compute_per_run"]["wall_s"] >= before["compute_per_run"]["wall_s"]
+
+    # retrained since its evaluation began (a fresh clone holds the evaluations but no checkpoint): evaluated anew
+    evaluated = out / "full" / "seed-0" / "ablate-eval" / "mbpp-validation-first45" / "samples.jsonl"
+    before_eval = evaluated.stat().st_mtime_ns
+    for weights in (latest_checkpoint(out / "full" / "seed-0") / "model").iterdir():
+        os.utime(weights, ns=(before_eval + 10**9, before_eval + 10**9))
+    (out / "full" / "seed-0" / RESULT).unlink()
+    run_ablation(spec, out, echo=lambda _: None)
+    assert evaluated.stat().st_mtime_ns > before_eval and len(evaluated.read_text().splitlines()) == 45
 
     (out / "full" / "seed-0" / RESULT).unlink()  # a partial table: the reference and what has finished
     partial = run_ablation(spec, out, report_only=True)

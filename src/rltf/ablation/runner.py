@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,7 +119,7 @@ def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print,
 
 def run_one(spec: AblationSpec, out: Path, arm: str, seed: int) -> None:
     """The child's job: train (or resume) one run, then evaluate its last checkpoint on every target."""
-    from rltf.evaluation import EvalSettings, evaluate
+    from rltf.evaluation import RUN, EvalSettings, evaluate
     from rltf.generation import make_engine
     from rltf.judge import Judge
     from rltf.models import Policy
@@ -128,6 +129,11 @@ def run_one(spec: AblationSpec, out: Path, arm: str, seed: int) -> None:
     _train(config, directory)
     checkpoint = latest_checkpoint(directory)
     assert checkpoint is not None and checkpoint.name == f"step-{spec.steps:06d}", checkpoint
+    weights_time = max(f.stat().st_mtime for f in (checkpoint / "model").iterdir())
+    for target in spec.eval:  # a retrained run (a fresh clone has the evals, not the checkpoints) evaluates anew
+        started = directory / EVAL_DIR / target.name / RUN
+        if started.is_file() and started.stat().st_mtime < weights_time:
+            shutil.rmtree(started.parent)
     policy = Policy.load(str(checkpoint / "model"), style=config.model.style, dtype=config.model.dtype)
     engine = make_engine(policy, config.engine, version=spec.steps)
     evals = {}
