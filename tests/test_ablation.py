@@ -128,9 +128,15 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
     gap = summary["mbpp_plus_gap"]  # on the tasks both evaluated
     assert [(g["arm"], g["problems"]) for g in gap] == [("coarse", 2), ("full", 2)]
     assert all(g["gap"] == g["mbpp"] - g["mbpp_plus"] and 0 <= g["train_sample_pass"] <= 1 for g in gap)
+    shift = summary["training_shift"]  # both arms sample: 1 step per half, 4 programs each
+    assert [s["arm"] for s in shift] == ["coarse", "full"]
+    for arm_shift in shift:
+        for half in ("first", "second"):
+            assert sum(arm_shift[half]["shares"].values()) <= 1 + 1e-9 and arm_shift[half]["tokens_per_program"] > 0
     for row in rows:
         size = 45 if row["dataset"].startswith("mbpp-validation") else 2
         assert row["problems"] == size == sum(row["verdicts"].values())
+        assert 0 <= row["cut_at_limit"] <= size
         assert 0 <= row["pass@1"] <= 1 and row["ci95"][0] <= row["pass@1"] <= row["ci95"][1]
         assert row["compute_per_run"]["steps"] == 2 and row["compute_per_run"]["samples"] == 8  # 2 steps x 2 x 2
     assert rows[0]["vs_reference"]["diff"] == 0 and rows[0]["vs_reference"]["p"] == 1.0
@@ -143,6 +149,7 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
         assert (out / name).stat().st_size > 0
     table = (out / "ablation.md").read_text()
     assert "| full | mbpp-validation-first45 (45) |" in table and "| full | 2 |" in table  # and the MBPP+ gap
+    assert "Training shift" in table and table.count(" → ") >= 12  # 6 moved quantities per arm
 
     # half finished: "full" was killed while evaluating; "coarse" is done and must not run again
     (out / "full" / "seed-0" / RESULT).unlink()

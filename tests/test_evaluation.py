@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rltf.cli import app
-from rltf.evaluation import mean_pass_at_k, pass_at_k, plan_chunks, summarize
+from rltf.evaluation import cut_at_limit, mean_pass_at_k, pass_at_k, plan_chunks, summarize
 from rltf.generation.llamacpp import default_compute_type
 from rltf.judge.verdict import ErrorInfo, Verdict
 from rltf.models import save_tiny_llama as make_tiny_model
@@ -33,6 +33,14 @@ def test_pass_at_k_rejects_undefined_and_averages() -> None:
         pass_at_k(2, 1, 3)
     assert mean_pass_at_k([(5, 1), (5, 5), (4, 0)], [1, 5]) == {1: pytest.approx((0.2 + 1 + 0) / 3)}
     assert mean_pass_at_k([], [1]) == {}
+
+
+def test_cut_at_limit_counts_programs_that_never_ended(tmp_path: Path) -> None:
+    samples = tmp_path / "samples.jsonl"
+    lines = [json.dumps({"finish_reason": reason}) for reason in ("length", "eos", "stop", "length")]
+    samples.write_text("\n".join(lines) + '\n{"finish_reason": "len')  # a killed run's torn last line
+    assert cut_at_limit(samples) == 2
+    assert cut_at_limit(tmp_path / "missing.jsonl") == 0
 
 
 def test_chunks_group_similar_prompt_lengths_and_isolate_long_ones() -> None:

@@ -138,6 +138,12 @@ def per_problem_pass(samples: str | Path) -> dict[str, float]:
     return {pid: sum(v) / len(v) for pid, v in verdicts.items()}
 
 
+def cut_at_limit(samples: str | Path) -> int:
+    """How many programs of a ``samples.jsonl`` stopped at the token limit rather than ending: the
+    sign of a policy that no longer stops (repeating itself until the budget runs out)."""
+    return sum(record["finish_reason"] == "length" for record in _read_samples(Path(samples)))
+
+
 def _category(verdict: Verdict) -> str:
     """The verdict mix's label: the status, and for crashes also the phase (``error/timeout``)."""
     return f"error/{verdict.error.phase}" if verdict.status == "error" and verdict.error else verdict.status

@@ -12,7 +12,7 @@ import numpy as np
 
 from rltf.ablation.spec import EVAL_DIR, AblationSpec, run_dir, run_finished
 from rltf.ablation.stats import bootstrap_mean, sign_test
-from rltf.evaluation import SAMPLES, SUMMARY, per_problem_pass
+from rltf.evaluation import SAMPLES, SUMMARY, cut_at_limit, per_problem_pass
 from rltf.train import read_metrics
 
 
@@ -56,20 +56,47 @@ def summarize(spec: AblationSpec, out: Path) -> dict[str, Any]:
                                 ["category"])
             diff = matrix - np.array([[scores[spec.reference, seed][p] for p in problems] for seed in seeds])
             spent = [compute_spent(run_dir(out, arm, seed)) for seed in seeds]
+            cut = sum(cut_at_limit(run_dir(out, arm, seed) / EVAL_DIR / target.name / SAMPLES) for seed in seeds)
             rows.append({
                 "arm": arm, "dataset": target.name, "problems": len(problems),
                 "runs": {str(seed): float(matrix[i].mean()) for i, seed in enumerate(seeds)},
                 "pass@1": float(matrix.mean()), "ci95": list(bootstrap_mean(matrix)),
                 "vs_reference": {"diff": float(diff.mean()), "ci95": list(bootstrap_mean(diff)),
                                  "p": sign_test(diff), "better": int((diff > 0).sum()), "worse": int((diff < 0).sum())},
-                "verdicts": dict(verdicts.most_common()),
+                "verdicts": dict(verdicts.most_common()), "cut_at_limit": cut,
                 "compute_per_run": {k: sum(s[k] for s in spent) / len(spent) for k in spent[0]},
             })
     curves = {arm: _reward_curve(out, arm, seeds) for arm, seeds in seeds_of.items()}
     finished = sum(run_finished(spec, out, arm, seed) for arm in spec.arms for seed in spec.seeds)
     return {"reference": spec.reference, "seeds": spec.seeds, "steps": spec.steps,
             "runs_finished": finished, "runs_total": len(spec.arms) * len(spec.seeds), "rows": rows,
-            "mbpp_plus_gap": plus_gap(spec, out, seeds_of), "reward_curves": curves}
+            "mbpp_plus_gap": plus_gap(spec, out, seeds_of), "reward_curves": curves,
+            "training_shift": [shift for arm, seeds in seeds_of.items()
+                               if (shift := training_shift(spec, out, arm, seeds)) is not None]}
+
+
+def training_shift(spec: AblationSpec, out: Path, arm: str, seeds: list[int]) -> dict[str, Any] | None:
+    """How an arm's sampled programs changed while it trained, its first half of steps against its
+    second (over seeds): reward, pass rate, verdict mix and tokens per program, with how far each
+    update moved the policy from the one that sampled (importance ratio and KL on the sampled
+    tokens). None for arms that sample nothing."""
+    records = [r for seed in seeds for r in read_metrics(run_dir(out, arm, seed)) if r.get("verdicts")
+               and sum(r["verdicts"].values())]
+    if not records:
+        return None
+    halves = {}
+    for half, chosen in (("first", [r for r in records if r["step"] <= spec.steps // 2]),
+                         ("second", [r for r in records if r["step"] > spec.steps // 2])):
+        mix: Counter = Counter()
+        for r in chosen:
+            mix.update(r["verdicts"])
+        programs = sum(mix.values()) or 1
+        halves[half] = {"reward": float(np.mean([r["reward_mean"] for r in chosen])) if chosen else None,
+                        "shares": {k: mix[k] / programs for k in ("pass", "fail", "runtime", "compile")},
+                        "tokens_per_program": sum(r.get("gen_tokens") or 0 for r in chosen) / programs}
+    known = {key: [r[key] for r in records if r.get(key) is not None]
+             for key in ("importance_ratio_mean", "kl_behaviour_current")}
+    return {"arm": arm, **halves, **{key: float(np.mean(v)) if v else None for key, v in known.items()}}
 
 
 def plus_gap(spec: AblationSpec, out: Path, seeds_of: dict[str, list[int]]) -> list[dict[str, Any]] | None:
@@ -119,11 +146,11 @@ def markdown(summary: dict[str, Any]) -> str:
                "finished, and arms with none are not shown. " if done < total else "")
     lines = [f"{partial}Greedy pass@1, mean over seeds (of {summary['seeds']}) with a 95 % bootstrap interval over "
              f"problems and seeds; the difference against `{ref}` is paired by problem and seed (95 % bootstrap "
-             "interval, exact two-sided sign test). Verdicts: pass / wrong / runtime / compile / timeout, summed "
-             "over seeds. Compute: per run, mean over seeds.", "",
+             "interval, exact two-sided sign test). Verdicts: pass / wrong / runtime / compile / timeout, and the "
+             "programs cut at the token limit, summed over seeds. Compute: per run, mean over seeds.", "",
              "| arm | eval | pass@1 (95 % CI) | per seed | vs reference (95 % CI) | p | better / worse | verdicts | "
-             "programs sampled | tokens generated | tokens trained | steps | minutes |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "cut at limit | programs sampled | tokens generated | tokens trained | steps | minutes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in summary["rows"]:
         low, high = row["ci95"]
         vs, spent, mix = row["vs_reference"], row["compute_per_run"], row["verdicts"]
@@ -133,9 +160,10 @@ def markdown(summary: dict[str, Any]) -> str:
         counts = "–" if is_ref else f"{vs['better']} / {vs['worse']}"
         timeout = sum(v for k, v in mix.items() if "timeout" in k)
         shown = "/".join(str(mix.get(k, 0)) for k in ("pass", "fail", "error/runtime", "error/compile")) + f"/{timeout}"
+        cut = f"{row['cut_at_limit']} ({_pct(row['cut_at_limit'] / (row['problems'] * len(row['runs'])))} %)"
         lines.append(f"| {row['arm']} | {row['dataset']} ({row['problems']}) | {_pct(row['pass@1'])} ({_pct(low)}, "
                      f"{_pct(high)}) | {', '.join(_pct(v) for v in row['runs'].values())} | {versus} | "
-                     f"{p_value} | {counts} | {shown} | "
+                     f"{p_value} | {counts} | {shown} | {cut} | "
                      f"{spent['samples']:.0f} | {spent['gen_tokens']:.0f} | {spent['train_tokens']:.0f} | "
                      f"{spent['steps']:.0f} | {spent['wall_s'] / 60:.1f} |")
     if summary.get("mbpp_plus_gap"):
@@ -148,7 +176,25 @@ def markdown(summary: dict[str, Any]) -> str:
             lines.append(f"| {row['arm']} | {row['problems']} | {_pct(row['mbpp'])} | {_pct(row['mbpp_plus'])} | "
                          f"{100 * row['gap']:+.1f} ({100 * row['ci95'][0]:+.1f}, {100 * row['ci95'][1]:+.1f}) | "
                          f"{train} |")
+    if summary.get("training_shift"):
+        lines += ["", "Training shift: the arm's sampled programs in its first half of steps → its second (over "
+                  "seeds); importance ratio π_θ/π_behaviour and KL(behaviour ‖ current) on the sampled tokens, mean "
+                  "over steps.",
+                  "", "| arm | train reward | sampled pass % | wrong % | runtime % | compile % | tokens per program | "
+                  "importance ratio | KL |", "|---|---|---|---|---|---|---|---|---|"]
+        for row in summary["training_shift"]:
+            first, second = row["first"], row["second"]
+            moved = [f"{_num(first['reward'], '+.2f')} → {_num(second['reward'], '+.2f')}"]
+            moved += [f"{_pct(first['shares'][k])} → {_pct(second['shares'][k])}"
+                      for k in ("pass", "fail", "runtime", "compile")]
+            moved.append(f"{first['tokens_per_program']:.0f} → {second['tokens_per_program']:.0f}")
+            lines.append(f"| {row['arm']} | {' | '.join(moved)} | {_num(row['importance_ratio_mean'], '.3f')} | "
+                         f"{_num(row['kl_behaviour_current'], '.4f')} |")
     return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
