@@ -229,7 +229,8 @@ def build_problem(task: dict[str, Any], result: dict[str, Any]) -> dict[str, Any
     return {
         "id": "mbpp-plus/" + task["task_id"].split("/")[1],
         "source": "mbpp-plus",
-        "prompt": task["prompt"],
+        "prompt": task["prompt"].strip().strip("'").strip(),  # the task text, without its docstring quotes
+        "shown_tests": [line for line in task["assertion"].splitlines() if line.strip()],  # the base asserts
         "starter_code": "",
         "entry_point": task["entry_point"],
         "difficulty": None,

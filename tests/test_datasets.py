@@ -26,6 +26,7 @@ from rltf.datasets import (
     mbpp_split,
 )
 from rltf.problems import Problem, ProblemFormatError
+from rltf.prompts import build_prompt
 
 COUNTS = {"mbpp": 974, "mbpp-sanitized": 427, "mbpp-plus": 399, "humaneval": 164, "apps-sample5": 5,
           "apps-selected150": 128, "synthetic": 66}
@@ -176,6 +177,12 @@ def test_mbpp_plus():
             (stmt,) = ast.parse(case).body
             assert isinstance(stmt, ast.Assert)
         run_reference(problem, problem.tests["cases"][:3])  # the base inputs; the full run takes minutes
+        # the prompt shows the task's base asserts, as MBPP does, and none of the ~100 cases it is judged on
+        prompt = build_prompt(problem, "base").text
+        assert 2 <= len(problem.shown_tests) <= 8 and all(line in prompt for line in problem.shown_tests)
+        assert all(problem.entry_point in line for line in problem.shown_tests if line.startswith("assert"))
+        assert not any(case in prompt for case in problem.tests["cases"] if case not in problem.shown_tests)
+        assert len(prompt) < 3000
     assert problems["mbpp-plus/793"].num_tests == 3  # plus_input == {}
     assert problems["mbpp-plus/2"].tests["cases"][0] == \
         "assert set(similar_elements((3, 4, 5, 6), (5, 7, 4, 10))) == set((4, 5))"

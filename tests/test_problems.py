@@ -10,7 +10,10 @@ RECORD = {"id": "p1", "source": "t", "prompt": "add", "entry_point": "add",
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
 def test_round_trip_and_reproducible_gzip(tmp_path, suffix):
-    problems = [Problem.from_dict(RECORD), Problem.from_dict({**RECORD, "id": "p2", "difficulty": "interview"})]
+    problems = [Problem.from_dict(RECORD), Problem.from_dict({**RECORD, "id": "p2", "difficulty": "interview"}),
+                Problem.from_dict({**RECORD, "id": "p3", "shown_tests": ["assert add(0, 0) == 0"]})]
+    assert "shown_tests" not in problems[0].to_dict()
+    assert problems[2].to_dict()["shown_tests"] == ["assert add(0, 0) == 0"]
     first, second = tmp_path / f"a{suffix}", tmp_path / f"b{suffix}"
     save_problems(problems, first)
     save_problems(problems, second)
@@ -27,6 +30,8 @@ def test_round_trip_and_reproducible_gzip(tmp_path, suffix):
         ('{"id": "x", "prompt": "", "tests": {"kind": "stdio", "cases": [{"input": 1}]}}', "stdio case 0"),
         ('{"id": "x", "prompt": "", "tests": {"kind": "call", "cases": []}}', "fn_name"),
         ('{"id": "x", "prompt": "", "extra": 1, "tests": {"kind": "assert", "cases": []}}', "unknown keys"),
+        ('{"id": "x", "prompt": "", "shown_tests": "assert f()", "tests": {"kind": "assert", "cases": []}}',
+         "'shown_tests' must be a list of strings"),
     ],
 )
 def test_malformed_records_name_file_and_line(tmp_path, line, message):

@@ -48,6 +48,9 @@ class Problem:
     extra_tests: dict[str, Any] | None = None
     """More tests of the same kind (``rltf augment``), kept apart so both pass ratios are known;
     the judge's ``tests: original | extra | all`` picks which run."""
+    shown_tests: list[str] | None = None
+    """The asserts an MBPP-style prompt shows, where they are not ``tests``' cases: MBPP+ judges with
+    about a hundred cases per task but shows the task's base asserts, as MBPP does."""
 
     @property
     def test_kind(self) -> str:
@@ -58,10 +61,12 @@ class Problem:
         return len(self.tests["cases"])
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSONL record; ``extra_tests`` only when there are some (older records stay byte-identical)."""
+        """The JSONL record; ``extra_tests`` and ``shown_tests`` only when set (older records stay
+        byte-identical)."""
         record = asdict(self)
-        if record["extra_tests"] is None:
-            del record["extra_tests"]
+        for optional in ("extra_tests", "shown_tests"):
+            if record[optional] is None:
+                del record[optional]
         return record
 
     @classmethod
@@ -77,6 +82,9 @@ class Problem:
             validate_tests(record["extra_tests"])
             if record["extra_tests"]["kind"] != record["tests"]["kind"]:
                 raise ProblemFormatError("'extra_tests' must be of the same kind as 'tests'")
+        shown = record.get("shown_tests")
+        if shown is not None and (not isinstance(shown, list) or not all(isinstance(t, str) for t in shown)):
+            raise ProblemFormatError("'shown_tests' must be a list of strings")
         known = cls.__dataclass_fields__
         unknown = set(record) - set(known)
         if unknown:

@@ -148,7 +148,8 @@ APPS_STOP = ("\nQUESTION:",)
 
 
 def _mbpp_text(problem: Problem) -> str:
-    return MBPP_TEMPLATE.format(text=problem.prompt.strip(), tests="\n".join(problem.tests["cases"]))
+    shown = problem.shown_tests if problem.shown_tests is not None else problem.tests["cases"]
+    return MBPP_TEMPLATE.format(text=problem.prompt.strip(), tests="\n".join(shown))
 
 
 def _apps_text(problem: Problem) -> str:
