@@ -1,6 +1,6 @@
-"""Data-parallel training: 2 CPU ranks (gloo) under accelerate's launcher take the steps that one
-process takes with twice the micro-batches, and a rank killed with SIGKILL stops the run, which
-``--resume`` then finishes."""
+"""Data-parallel and sharded training: 2 CPU ranks (gloo) under accelerate's launcher, replicated
+(DDP) or sharded (FSDP2), take the steps that one process takes with twice the micro-batches, and a
+rank killed with SIGKILL stops the run, which ``--resume`` then finishes."""
 
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ makes the random model's next-token distributions peaked: near-uniform ones (the
 float rounding, which depends on how many rows llama.cpp decodes together, into other sampled tokens."""
 
 TOLERANCE = 2e-5
-"""Largest parameter difference allowed after 3 steps at lr 1e-3 (measured: 5.2e-6, against 3.7e-3 moved
-from the initial weights): DDP sums the ranks' gradients in
-another order than one process accumulates them (float rounding, ~1e-7 relative)."""
+"""Largest parameter difference allowed after 3 steps at lr 1e-3 (measured: 5.2e-6 with DDP, 9.3e-6 with
+FSDP, against 3.7e-3 moved from the initial weights): the ranks' gradients are summed in another
+order than one process accumulates them (float rounding, ~1e-7 relative)."""
 
 
 def _params(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -90,12 +90,14 @@ def _assert_same_run(reference: Path, run_dir: Path) -> float:
 
 
 @pytest.mark.slow
-def test_two_ranks_take_the_steps_of_one_process_and_a_killed_rank_stops_the_run(one_process: Path,
-                                                                                 tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [[], ["distributed.fsdp=true"]], ids=["ddp", "fsdp"])
+def test_two_ranks_take_the_steps_of_one_process_and_a_killed_rank_stops_the_run(one_process: Path, tmp_path: Path,
+                                                                                 mode: list[str]) -> None:
     """One 2-rank run, killed after its first checkpoint and resumed, ends where one process with
-    twice the micro-batches ends (one launch pair for both claims: each costs a minute on CI)."""
+    twice the micro-batches ends (one launch pair for both claims: each costs a minute on CI). Under
+    FSDP the resume also restores the sharded optimizer state from the checkpoint's whole one."""
     run_dir, marker = tmp_path / "run", uuid.uuid4().hex
-    run = _launch(run_dir, marker)
+    run = _launch(run_dir, marker, *mode)
     deadline = time.monotonic() + 300
     while not (run_dir / "checkpoints" / "step-000001").is_dir():
         assert run.poll() is None and time.monotonic() < deadline, "the run never reached its first checkpoint"
@@ -112,7 +114,7 @@ def test_two_ranks_take_the_steps_of_one_process_and_a_killed_rank_stops_the_run
     stopped_at = int(latest_checkpoint(run_dir).name.split("-")[1])
     assert 1 <= stopped_at < STEPS
 
-    resumed = _launch(run_dir, marker, "--resume")
+    resumed = _launch(run_dir, marker, *mode, "--resume")
     output = resumed.communicate(timeout=600)[0].decode()
     assert resumed.returncode == 0, output[-3000:]
     assert _assert_same_run(one_process, run_dir) <= TOLERANCE
@@ -133,24 +135,50 @@ def test_resume_with_another_number_of_processes_is_refused(one_process: Path, t
         Trainer(load_config(str(run_dir / "config.yaml")), run_dir, resume=True, show_progress=False)
 
 
-@pytest.mark.parametrize(("name", "machines", "processes"), [("multi-gpu", 1, 8), ("multi-node", 2, 16)])
-def test_example_accelerate_configs_are_valid(name: str, machines: int, processes: int) -> None:
+@pytest.mark.parametrize(("name", "kind", "machines", "processes"),
+                         [("multi-gpu", "MULTI_GPU", 1, 8), ("multi-node", "MULTI_GPU", 2, 16), ("fsdp", "FSDP", 1, 8)])
+def test_example_accelerate_configs_are_valid(name: str, kind: str, machines: int, processes: int) -> None:
     from accelerate.commands.config.config_args import load_config_from_file
     from accelerate.utils import DistributedType
 
     root = Path(__file__).resolve().parents[1]
     config = load_config_from_file(str(root / "examples" / "accelerate" / f"{name}.yaml"))
-    assert config.distributed_type == DistributedType.MULTI_GPU and config.mixed_precision == "no"
+    assert config.distributed_type == DistributedType[kind] and config.mixed_precision == "no"
     assert (config.num_machines, config.num_processes) == (machines, processes)
+    if kind == "FSDP":  # what rltf reads from the launcher (launcher_fsdp)
+        assert config.fsdp_config["fsdp_version"] == 2
+        assert config.fsdp_config["fsdp_reshard_after_forward"] is True
 
 
-def test_sharded_strategies_are_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_deepspeed_is_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import accelerate
     from accelerate.utils import DistributedType
 
-    class Sharded(accelerate.Accelerator):
-        distributed_type = DistributedType.FSDP  # what an FSDP accelerate config gives
+    class DeepSpeed(accelerate.Accelerator):
+        distributed_type = DistributedType.DEEPSPEED  # what a DeepSpeed accelerate config gives
 
-    monkeypatch.setattr(accelerate, "Accelerator", Sharded)
-    with pytest.raises(ValueError, match="FSDP; rltf trains data-parallel"):
+    monkeypatch.setattr(accelerate, "Accelerator", DeepSpeed)
+    with pytest.raises(ValueError, match=r"DEEPSPEED; rltf trains data-parallel \(DDP\) or sharded with torch's FSDP2"):
         Trainer(load_config("tiny-smoke", OVERRIDES), tmp_path, show_progress=False)
+
+
+def test_an_accelerate_fsdp_launch_turns_fsdp_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rltf.train.trainer import launcher_fsdp
+
+    config = load_config("tiny-smoke", OVERRIDES)
+    assert launcher_fsdp(config) is config  # a plain launch
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch --use_fsdp` sets in every rank
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    with pytest.raises(ValueError, match="fsdp_version: 2"):
+        launcher_fsdp(config)
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    monkeypatch.setenv("FSDP_RESHARD_AFTER_FORWARD", "false")
+    sharded = launcher_fsdp(config).distributed
+    assert (sharded.fsdp, sharded.reshard_after_forward) == (True, False)
+
+
+def test_fsdp_with_lora_is_refused() -> None:
+    from rltf.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model\.lora"):
+        load_config("tiny-smoke", [*OVERRIDES, "distributed.fsdp=true", "model.lora.enabled=true"])

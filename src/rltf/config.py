@@ -197,6 +197,14 @@ class DistributedConfig:
     timeout_s: float = 7200.0
     """How long a rank waits in a collective for the others: rank 0 evaluates and checkpoints alone
     while the other ranks wait at the next step's first exchange (torch's default is 10-30 minutes)."""
+    fsdp: bool = False
+    """Shard parameters, gradients and optimizer state over the ranks with torch's FSDP2
+    (``fully_shard`` on every decoder layer and the model) instead of replicating them (DDP). An
+    ``accelerate launch`` with an FSDP config (``--use_fsdp``) turns it on. Each rank's engine still
+    serves the whole model: its weights are gathered at every sync."""
+    reshard_after_forward: bool = True
+    """FSDP2: free the gathered layer after its forward (ZeRO-3-like, least memory) or keep it for
+    the backward (ZeRO-2-like, one all-gather less per layer)."""
 
 
 @dataclass
@@ -240,6 +248,9 @@ class TrainConfig:
         if self.feedback.adaptive and self.judge.stop_on_first_failure:
             raise ConfigError("feedback.adaptive needs every test's result (its pass ratio): "
                               "set judge.stop_on_first_failure=false or feedback.adaptive=false")
+        if self.distributed.fsdp and self.model.lora.enabled:
+            raise ConfigError("distributed.fsdp shards the whole model; with model.lora only the adapter trains: "
+                              "use data-parallel training (distributed.fsdp=false)")
         if self.feedback.baseline in ("rloo", "grpo") and self.rollout.samples_per_problem < 2:
             raise ConfigError(f"feedback.baseline={self.feedback.baseline} needs "
                               "rollout.samples_per_problem >= 2")

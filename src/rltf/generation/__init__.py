@@ -67,15 +67,18 @@ def resolve_engine(name: str, policy: Policy | None = None) -> str:
     return "hf"
 
 
-def make_engine(policy: Policy, config: EngineConfig, version: int = 0) -> Engine:
-    """The configured engine, serving ``policy``'s current weights as ``version``."""
+def make_engine(policy: Policy, config: EngineConfig, version: int = 0, device: str | None = None) -> Engine:
+    """The configured engine, serving ``policy``'s current weights as ``version`` on ``device``
+    (default: where the policy's model is; a sharded learner's whole copy stays on the CPU while its
+    rank generates on the GPU)."""
     name = resolve_engine(config.name, policy)
     if name == "hf":
         engine: Engine = HFEngine(policy, batch_size=config.batch_size)
         engine.sync(version)
         return engine
     # "cuda:K" on the learner's GPU: a data-parallel rank generates on its own device
-    device = str(policy.model.device) if str(policy.model.device).startswith("cuda") else "cpu"
+    device = device or str(policy.model.device)
+    device = device if device.startswith("cuda") else "cpu"
     if name == "llamacpp":
         if not llamacpp.available():
             raise ValueError("engine.name=llamacpp needs llama-cpp-python: pip install llama-cpp-python "

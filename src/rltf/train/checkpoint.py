@@ -61,16 +61,16 @@ def save_model(policy: Policy, out: Path) -> None:
 
 
 
-def save(root: Path, step: int, keep: int, policy: Policy, optimizer: Any, scheduler: Any, buffer: OnlineBuffer,
-         state: dict[str, Any]) -> Path:
-    """Write ``root/step-N`` (model, optimizer, scheduler, buffer, the trainer's ``state`` and every
-    RNG) into a temporary directory, rename it into place, then keep only the newest ``keep``."""
+def save(root: Path, step: int, keep: int, policy: Policy, optimizer_state: dict[str, Any], scheduler: Any,
+         buffer: OnlineBuffer, state: dict[str, Any]) -> Path:
+    """Write ``root/step-N`` (model, optimizer state, scheduler, buffer, the trainer's ``state`` and
+    every RNG) into a temporary directory, rename it into place, then keep only the newest ``keep``."""
     root.mkdir(exist_ok=True)
     final, tmp = root / f"step-{step:06d}", root / f".tmp-step-{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_model(policy, tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(optimizer_state, tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     buffer.save(tmp / "buffer.pt")
     torch.save({**state, "rng": rng_state()}, tmp / "trainer.pt")
@@ -81,13 +81,14 @@ def save(root: Path, step: int, keep: int, policy: Policy, optimizer: Any, sched
     return final
 
 
-def load(checkpoint: Path, optimizer: Any, scheduler: Any, device: Any) -> tuple[OnlineBuffer, dict[str, Any]]:
-    """Restore a :func:`save`'d checkpoint into ``optimizer``, ``scheduler`` and the global RNGs;
-    returns its buffer and the trainer's state. Half-written saves beside it are removed."""
+def load(checkpoint: Path, scheduler: Any, device: Any) -> tuple[OnlineBuffer, dict[str, Any], dict[str, Any]]:
+    """Restore a :func:`save`'d checkpoint into ``scheduler`` and the global RNGs; returns its
+    buffer, the trainer's state and the optimizer state (on ``device``; the caller loads it, plain or
+    sharded). Half-written saves beside it are removed."""
     for tmp in checkpoint.parent.glob(".tmp-step-*"):
         shutil.rmtree(tmp, ignore_errors=True)  # a save that was killed half way
-    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True))
+    optimizer_state = torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True)
     scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
     state = torch.load(checkpoint / "trainer.pt", weights_only=True)
     set_rng_state(state["rng"])
-    return OnlineBuffer.load(checkpoint / "buffer.pt"), state
+    return OnlineBuffer.load(checkpoint / "buffer.pt"), state, optimizer_state

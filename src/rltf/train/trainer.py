@@ -23,6 +23,8 @@ writes metrics, evaluations and checkpoints.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import json
 import math
 import os
@@ -115,6 +117,20 @@ def load_problem_set(dataset: str, split: str | None, path: str | None, limit: i
     return load_dataset(dataset, split, path, limit)
 
 
+def launcher_fsdp(config: TrainConfig) -> TrainConfig:
+    """``config`` with ``distributed.fsdp`` on when ``accelerate launch`` was given an FSDP config
+    (``--use_fsdp``; it says so in the ranks' environment, on CPUs too): FSDP2 only, its
+    ``reshard_after_forward`` taken from the launcher."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return config
+    if os.environ.get("FSDP_VERSION", "1") != "2":
+        raise ValueError("accelerate is configured for FSDP version 1; rltf shards with FSDP2 (fully_shard): "
+                         "set fsdp_version: 2 in the accelerate config")
+    reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() == "true"
+    return dataclasses.replace(config, distributed=dataclasses.replace(config.distributed, fsdp=True,
+                                                                       reshard_after_forward=reshard))
+
+
 # --------------------------------------------------------------------------- the trainer
 
 
@@ -126,14 +142,18 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import InitProcessGroupKwargs
 
+        config = launcher_fsdp(config)
         self.config, self.run_dir, self.evaluator = config, Path(run_dir), evaluator
         self.accelerator = Accelerator(cpu=config.model.device == "cpu", kwargs_handlers=[
             InitProcessGroupKwargs(timeout=timedelta(seconds=config.distributed.timeout_s))])
         kind = self.accelerator.distributed_type.value
-        if kind not in ("NO", "MULTI_CPU", "MULTI_GPU"):
-            raise ValueError(f"accelerate is configured for {kind}; rltf trains data-parallel (DDP) only: every rank "
-                             "generates with the whole model (README, Multi-GPU and multi-node)")
+        if kind not in ("NO", "MULTI_CPU", "MULTI_GPU", *(("FSDP",) if config.distributed.fsdp else ())):
+            raise ValueError(f"accelerate is configured for {kind}; rltf trains data-parallel (DDP) or sharded with "
+                             "torch's FSDP2 (distributed.fsdp=true, or an accelerate FSDP config): DeepSpeed would "
+                             "own the model and optimizer that each step's engine sync reads (README, Multi-GPU "
+                             "and multi-node)")
         self.ranks, self.rank = self.accelerator.num_processes, self.accelerator.process_index
+        self.fsdp = config.distributed.fsdp and self.ranks > 1
         self.is_main = self.accelerator.is_main_process
         self.show_progress = (config.log.progress if show_progress is None else show_progress) and self.is_main
         checkpoint = latest_checkpoint(self.run_dir) if resume else None
@@ -167,8 +187,11 @@ class Trainer:
         self.model = self.policy.model
         if config.optim.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
-        # what the update's forward passes run: the model itself, or its DDP wrapper (same parameters)
-        self.learner = self.accelerator.prepare_model(self.model) if self.ranks > 1 else self.model
+        # what the engine serves and checkpoints save: the policy itself, or under FSDP a whole copy
+        self.serving = self._shard() if self.fsdp else self.policy
+        # what the update's forward passes run: the model itself (sharded in place under FSDP), or its
+        # DDP wrapper (same parameters)
+        self.learner = self.accelerator.prepare_model(self.model) if self.ranks > 1 and not self.fsdp else self.model
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         decay = [p for p in self.params if p.ndim >= 2]
         rest = [p for p in self.params if p.ndim < 2]
@@ -242,6 +265,39 @@ class Trainer:
         os.replace(tmp, out)
         return out
 
+    def _shard(self) -> Policy:
+        """FSDP2: keep a whole copy of the model on the CPU for the engine and the checkpoints (refreshed
+        by :meth:`_gather`), then shard the learner: every decoder layer (the model's
+        ``_no_split_modules``) and the model itself, so each layer is gathered only around its use."""
+        from torch.distributed.fsdp import fully_shard
+
+        serving = dataclasses.replace(self.policy, model=copy.deepcopy(self.model).to("cpu").eval())
+        serving.model.requires_grad_(False)
+        layers = set(getattr(self.model, "_no_split_modules", None) or ())
+        reshard = self.config.distributed.reshard_after_forward
+        for module in [m for m in self.model.modules() if type(m).__name__ in layers]:
+            fully_shard(module, reshard_after_forward=reshard)
+        fully_shard(self.model, reshard_after_forward=reshard)
+        return serving
+
+    def _gather(self) -> None:
+        """FSDP: copy the learner's whole current weights into the serving copy. A collective: every
+        rank calls it at the same point. Without FSDP the serving policy is the learner's: nothing to do."""
+        if not self.fsdp:
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        whole = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))
+        self.serving.model.load_state_dict(whole)
+
+    def _grad_sync(self, on: bool) -> contextlib.AbstractContextManager[Any]:
+        """Whether this backward exchanges gradients (only a rank's last one does): DDP's ``no_sync``,
+        or FSDP2's switch, under which gradients accumulate unsharded until the exchanging backward."""
+        if self.fsdp:
+            self.model.set_requires_gradient_sync(on)
+            return contextlib.nullcontext()
+        return contextlib.nullcontext() if on else self.accelerator.no_sync(self.learner)
+
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         dtype = autocast_dtype(self.config.optim.autocast, self.model.device.type)
         if not dtype:
@@ -250,20 +306,42 @@ class Trainer:
 
     # ---------------------------------------------------------------- state
 
-    def save_checkpoint(self, record: dict[str, Any] | None = None) -> Path:
-        """Checkpoint this step (:func:`rltf.train.checkpoint.save`); ``record`` (this step's metrics
+    def save_checkpoint(self, record: dict[str, Any] | None = None) -> Path | None:
+        """Checkpoint this step (:func:`rltf.train.checkpoint.save`) on rank 0; every rank calls it (under
+        FSDP the weights and optimizer state are gathered from all). ``record`` (this step's metrics
         line) travels with it: the line is appended to ``metrics.jsonl`` only after the rename, so a
         resume restores it if the kill came in between."""
+        self._gather()
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            optimizer_state = get_optimizer_state_dict(self.model, self.optimizer, options=StateDictOptions(
+                full_state_dict=True, cpu_offload=True))  # the whole state, on rank 0 only
+        elif self.is_main:
+            optimizer_state = self.optimizer.state_dict()
+        if not self.is_main:
+            return None
         state = {"step": self.step, "offline_done": self.offline_done, "sampler": self.sampler.state_dict(),
-                 "sl_rng": self.sl_rng.getstate(), "record": json.dumps(record), "processes": self.ranks}
-        return save(self.run_dir / CHECKPOINTS, self.step, self.config.checkpoint.keep, self.policy, self.optimizer,
+                 "sl_rng": self.sl_rng.getstate(), "record": json.dumps(record), "processes": self.ranks,
+                 "fsdp": self.fsdp}
+        return save(self.run_dir / CHECKPOINTS, self.step, self.config.checkpoint.keep, self.serving, optimizer_state,
                     self.scheduler, self.buffer, state)
 
     def _load_state(self, checkpoint: Path) -> None:
-        self.buffer, state = load(checkpoint, self.optimizer, self.scheduler, self.model.device)
+        self.buffer, state, optimizer_state = load(checkpoint, self.scheduler, self.model.device)
         if state.get("processes", 1) != self.ranks:
             raise ValueError(f"{checkpoint} was written by a run of {state.get('processes', 1)} processes; resume it "
                              f"with as many (this one has {self.ranks}): each rank trains grad_accum micro-batches")
+        if state.get("fsdp", False) != self.fsdp:
+            raise ValueError(f"{checkpoint} was written {'with' if state.get('fsdp') else 'without'} FSDP; resume it "
+                             "the same way (its optimizer state is saved in that mode's layout)")
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.model, self.optimizer, optimizer_state,
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            self.optimizer.load_state_dict(optimizer_state)
         # overrides on resume apply from the next refresh
         self.buffer.capacity, self.buffer.mode = self.config.buffer.capacity, self.config.buffer.mode
         self.step, self.offline_done = state["step"], state["offline_done"]
@@ -297,7 +375,11 @@ class Trainer:
 
         progress = Progress(TextColumn("[bold]train"), BarColumn(bar_width=20), MofNCompleteColumn(),
                             TimeElapsedColumn(), TextColumn("{task.fields[info]}"), disable=not self.show_progress)
-        engine = make_engine(self.policy, self.config.engine, version=self.step)
+        engine = make_engine(self.serving, self.config.engine, version=self.step, device=str(self.model.device))
+        if self.fsdp and engine.shares_weights:
+            engine.close()
+            raise ValueError(f"distributed.fsdp: the {engine.name} engine samples with the learner's own (sharded) "
+                             "modules; use engine.name=llamacpp or ct2")
         try:
             with JudgeService(self.config.judge) as judge, progress, \
                     (self.run_dir / METRICS).open("a") if self.is_main else open(os.devnull, "w") as sink:
@@ -308,7 +390,7 @@ class Trainer:
                 self._maybe_eval(engine, judge, writer, progress)
                 while self.step < target:
                     record = self._train_step(actor)
-                    if self.is_main and (self.step % self.config.checkpoint.every == 0 or self.step == target):
+                    if self.step % self.config.checkpoint.every == 0 or self.step == target:
                         started = time.perf_counter()
                         self.save_checkpoint(record)
                         record["time_checkpoint_s"] = time.perf_counter() - started
@@ -358,7 +440,11 @@ class Trainer:
         self.step += 1
         engine = actor.engine
         due = self.config.rollout.enabled and (engine.shares_weights or self.step % self.config.engine.sync_every == 0)
-        record["time_sync_s"] = engine.sync(self.step) if due else 0.0
+        synced = time.perf_counter()
+        if due:
+            self._gather()
+            engine.sync(self.step)
+        record["time_sync_s"] = time.perf_counter() - synced if due else 0.0
         record["engine_version"] = engine.policy_version
         record["time_step_s"] = time.perf_counter() - started
         return record
@@ -396,10 +482,10 @@ class Trainer:
         importance correction has to absorb.
         """
         fresh = [s for s in samples if s.policy_version == self.step and s.logprobs][:n]
-        if not fresh or not self.is_main:
+        if not fresh or not (self.is_main or self.fsdp):  # under FSDP the forward is a collective
             return {"logprob_gap": None}
         started = time.perf_counter()
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: FSDP2 would gather into inference tensors and fail
             learner, _, _, _ = self._logprobs([TrainItem(s.prompt_ids, s.completion_ids, [1.0] * len(s.completion_ids))
                                             for s in fresh])
         kept = [self._kept(s) for s in fresh]
@@ -460,7 +546,7 @@ class Trainer:
         local: dict[str, Any] = {"rl": [], "sl": [], "staleness": [], "tokens": 0, "diagnostics": {}}
         for n, (kind, i) in enumerate(jobs):
             last = n == len(jobs) - 1
-            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.learner):
+            with self._grad_sync(last):
                 if kind == "rl":
                     samples = drawn[i]
                     factors = sequence_factors(kept[i], opt.loss_aggregation, step_tokens, pairs)
@@ -512,10 +598,14 @@ class Trainer:
         due = (step == 0 and cfg.at_start) or (step == self.config.steps and cfg.at_end) \
             or (cfg.every > 0 and step % cfg.every == 0)
         out = self.run_dir / EVAL_DIR / f"step-{step:06d}"
-        if self.evaluator is None or not due or not self.is_main or (out / "summary.json").exists():
+        if self.evaluator is None or not due or (out / "summary.json").exists():
             return
         if engine.policy_version != step:  # with sync_every > 1 the engine may hold older weights
-            engine.sync(step)
+            self._gather()  # every rank (a collective under FSDP); rank 0 evaluates
+            if self.is_main:
+                engine.sync(step)
+        if not self.is_main:
+            return
         progress.stop()  # the evaluation shows its own progress bar; rich allows one at a time
         devices = range(torch.cuda.device_count())
         with torch.random.fork_rng(devices=devices), self._autocast():  # evaluation must not shift training RNG
