@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from rltf.ablation import (
     run_ablation,
     sign_test,
 )
+from rltf.ablation.spec import WARM_START_TOLERANCE, run_finished
 from rltf.config import ConfigError, load_config
 from rltf.train import CONFIG, read_metrics
 from rltf.train.checkpoint import latest_checkpoint
@@ -151,6 +153,15 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
     assert "| full | mbpp-validation-first45 (45) |" in table and "| full | 2 |" in table  # and the MBPP+ gap
     assert "Training shift" in table and table.count(" → ") >= 12  # 6 moved quantities per arm
 
+    # finished only from the warm start it recorded: a retraining within rounding is the same model
+    loaded, path = load_spec(spec), out / "coarse" / "seed-0" / RESULT
+    result = json.loads(path.read_text())
+    assert result["warm_start_loss"] == [r["loss"] for r in read_metrics(out / "warm-start")]
+    for factor, finished in ((1 + WARM_START_TOLERANCE / 10, True), (1 + WARM_START_TOLERANCE * 10, False)):
+        path.write_text(json.dumps({**result, "warm_start_loss": [x * factor for x in result["warm_start_loss"]]}))
+        assert run_finished(loaded, out, "coarse", 0) is finished
+    path.write_text(json.dumps(result))
+
     # half finished: "full" was killed while evaluating; "coarse" is done and must not run again
     (out / "full" / "seed-0" / RESULT).unlink()
     done = (out / "coarse" / "seed-0" / "metrics.jsonl").stat().st_mtime_ns
@@ -172,6 +183,25 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
     (out / "full" / "seed-0" / RESULT).unlink()
     run_ablation(spec, out, echo=lambda _: None)
     assert evaluated.stat().st_mtime_ns > before_eval and len(evaluated.read_text().splitlines()) == 45
+
+    # a fresh clone on another CPU, with "full" unfinished, retrains the warm start into another model
+    # than the one "coarse" finished from (as if both had been trained elsewhere, 1 % off at every
+    # step): both runs go again from it
+    shutil.rmtree(out / "warm-start" / "checkpoints")
+    metrics = out / "warm-start" / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps({**r, "loss": r["loss"] * 1.01}) + "\n"
+                               for r in read_metrics(out / "warm-start")))
+    path = out / "coarse" / "seed-0" / RESULT
+    result = json.loads(path.read_text())
+    path.write_text(json.dumps({**result, "warm_start_loss": [x * 1.01 for x in result["warm_start_loss"]]}))
+    (out / "full" / "seed-0" / RESULT).unlink()
+    messages = []
+    run_ablation(spec, out, echo=messages.append)
+    assert any("another model than the one the finished runs started from" in m for m in messages)
+    assert sum(m.startswith("finished") for m in messages) == 2
+    for arm in ("coarse", "full"):  # trained anew from the new warm start, not resumed from the old one's checkpoints
+        trained = latest_checkpoint(out / arm / "seed-0") / "model" / "model.safetensors"
+        assert trained.stat().st_mtime > (warm_model / "model.safetensors").stat().st_mtime
 
     (out / "full" / "seed-0" / RESULT).unlink()  # a partial table: the reference and what has finished
     partial = run_ablation(spec, out, report_only=True)

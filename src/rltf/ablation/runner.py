@@ -21,10 +21,13 @@ from rltf.ablation.spec import (
     RESULT,
     SPEC_COPY,
     WARM_START,
+    WARM_START_TOLERANCE,
     AblationSpec,
     load_spec,
     run_dir,
     run_finished,
+    same_warm_start,
+    warm_start_losses,
     warm_start_model,
 )
 from rltf.config import ConfigError, TrainConfig, differing_keys, load_config
@@ -87,8 +90,15 @@ def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print,
     # seed-major: every arm's first seed before any arm's second, so a half-finished ablation is a table
     pending = [(a, s) for s in spec.seeds for a in spec.arms if not run_finished(spec, out, a, s)]
     if pending and spec.warm_start and not warm_start_model(spec, out).is_dir():
+        before = warm_start_losses(spec, out)
         echo(f"training the warm start in {out / WARM_START} ({spec.warm_start.base}) first, on every core")
         _train(configs[WARM_START, 0], out / WARM_START)
+        after = warm_start_losses(spec, out)
+        if before is not None and after is not None and not same_warm_start(after, before):
+            step = next(i for i, (x, y) in enumerate(zip(after, before)) if abs(x - y) > WARM_START_TOLERANCE * abs(y))
+            echo(f"this warm start is another model than the one the finished runs started from (step {step + 1} "
+                 f"loss {after[step]:.6f}, was {before[step]:.6f}): they run again from it")
+        pending = [(a, s) for s in spec.seeds for a in spec.arms if not run_finished(spec, out, a, s)]
     free, failed = cpu_slots(spec), []
     running: dict[subprocess.Popen, tuple[str, int, tuple[int, ...]]] = {}
     echo(f"{len(spec.arms) * len(spec.seeds) - len(pending)} runs finished, {len(pending)} to go, "
@@ -126,10 +136,15 @@ def run_one(spec: AblationSpec, out: Path, arm: str, seed: int) -> None:
     from rltf.train import load_problem_set
 
     config, directory = spec.config(arm, seed, out), run_dir(out, arm, seed)
+    if spec.warm_start and (directory / CONFIG).is_file() and \
+            (directory / CONFIG).stat().st_mtime < _newest(warm_start_model(spec, out)):
+        for entry in directory.iterdir():  # begun from an earlier warm start (a fresh clone's files): start anew
+            if entry.name != LOG:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     _train(config, directory)
     checkpoint = latest_checkpoint(directory)
     assert checkpoint is not None and checkpoint.name == f"step-{spec.steps:06d}", checkpoint
-    weights_time = max(f.stat().st_mtime for f in (checkpoint / "model").iterdir())
+    weights_time = _newest(checkpoint / "model")
     for target in spec.eval:  # a retrained run (a fresh clone has the evals, not the checkpoints) evaluates anew
         started = directory / EVAL_DIR / target.name / RUN
         if started.is_file() and started.stat().st_mtime < weights_time:
@@ -148,9 +163,14 @@ def run_one(spec: AblationSpec, out: Path, arm: str, seed: int) -> None:
                                show_progress=False)
             evals[target.name] = summary["pass_at_k"]["1"]
     result = {"arm": arm, "seed": seed, "steps": spec.steps, "cpus": sorted(os.sched_getaffinity(0)),
-              "torch_threads": _torch_threads(), "evals": evals}
+              "torch_threads": _torch_threads(), "evals": evals, "warm_start_loss": warm_start_losses(spec, out)}
     (directory / (RESULT + ".tmp")).write_text(json.dumps(result, indent=1) + "\n")
     (directory / (RESULT + ".tmp")).replace(directory / RESULT)
+
+
+def _newest(model: Path) -> float:
+    """When a saved model's files were last written."""
+    return max(f.stat().st_mtime for f in model.iterdir())
 
 
 def _train(config: TrainConfig, directory: Path) -> None:

@@ -13,6 +13,10 @@ from rltf.config import ConfigError, TrainConfig, load_config
 
 RESULT, SPEC_COPY, LOG = "ablate-result.json", "spec.yaml", "ablate.log"
 EVAL_DIR, WARM_START = "ablate-eval", "warm-start"
+WARM_START_TOLERANCE = 1e-3
+"""Relative difference in any step's loss above which two trainings of the warm start are different
+models. A retraining on another CPU differs by float rounding, which Adam's first, sign-like step
+can amplify: bf16 autocast gave 2.6 % at step 2 on another EPYC, hence a float32 warm start."""
 
 
 @dataclass(frozen=True)
@@ -113,10 +117,29 @@ def run_dir(out: Path, arm: str, seed: int) -> Path:
     return out / arm / f"seed-{seed}"
 
 
+def warm_start_losses(spec: AblationSpec, out: Path) -> list[float] | None:
+    """The warm start's loss at every step (its fingerprint, from ``OUT/warm-start/metrics.jsonl``);
+    None until it has trained every step."""
+    if spec.warm_start is None:
+        return None
+    path = out / WARM_START / "metrics.jsonl"
+    losses = [json.loads(line)["loss"] for line in path.read_text().splitlines()] if path.is_file() else []
+    return losses if len(losses) == spec.warm_start.config().steps else None
+
+
+def same_warm_start(a: list[float], b: list[float]) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= WARM_START_TOLERANCE * abs(y) for x, y in zip(a, b))
+
+
 def run_finished(spec: AblationSpec, out: Path, arm: str, seed: int) -> bool:
-    """Trained to ``steps`` and evaluated on every target (an added target reopens the run)."""
+    """Trained to ``steps`` and evaluated on every target (an added target reopens the run), from
+    the warm start in ``OUT`` (a run recorded from another one is not finished: it runs again, so that
+    every compared run starts from the same model)."""
     path = run_dir(out, arm, seed) / RESULT
     if not path.is_file():
         return False
     result = json.loads(path.read_text())
+    warm = warm_start_losses(spec, out)
+    if warm is not None and not same_warm_start(result.get("warm_start_loss") or [], warm):
+        return False
     return result.get("steps") == spec.steps and {t.name for t in spec.eval} <= set(result.get("evals", {}))
