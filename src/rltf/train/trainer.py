@@ -225,7 +225,9 @@ class Trainer:
             source = str(checkpoint / "model")
         elif m.random_init is not None:
             source = str(self._random_model())
-        device = m.device if m.device == "cpu" or self.ranks == 1 else str(self.accelerator.device)  # a GPU per rank
+        # a GPU per rank; under FSDP loaded on the CPU first, where _shard copies it for the engine
+        device = "cpu" if self.fsdp else m.device if m.device == "cpu" or self.ranks == 1 else \
+            str(self.accelerator.device)
         policy = Policy.load(source, allow_download=m.allow_download, style=m.style, dtype=m.dtype, device=device)
         if m.lora.enabled:
             from peft import LoraConfig, PeftModel, get_peft_model
@@ -266,13 +268,16 @@ class Trainer:
         return out
 
     def _shard(self) -> Policy:
-        """FSDP2: keep a whole copy of the model on the CPU for the engine and the checkpoints (refreshed
-        by :meth:`_gather`), then shard the learner: every decoder layer (the model's
-        ``_no_split_modules``) and the model itself, so each layer is gathered only around its use."""
+        """FSDP2: keep a whole copy of the model (loaded on the CPU) there for the engine and the
+        checkpoints (refreshed by :meth:`_gather`), move the learner to the rank's device and shard
+        it: every decoder layer (the model's ``_no_split_modules``) and the model itself, so each
+        layer is gathered only around its use. The copy never touches the GPU."""
         from torch.distributed.fsdp import fully_shard
 
-        serving = dataclasses.replace(self.policy, model=copy.deepcopy(self.model).to("cpu").eval())
+        serving = dataclasses.replace(self.policy, model=copy.deepcopy(self.model).eval())
         serving.model.requires_grad_(False)
+        if self.config.model.device != "cpu":  # the learner goes to the rank's GPU; the copy never does
+            self.model.to(self.accelerator.device)
         layers = set(getattr(self.model, "_no_split_modules", None) or ())
         reshard = self.config.distributed.reshard_after_forward
         for module in [m for m in self.model.modules() if type(m).__name__ in layers]:
