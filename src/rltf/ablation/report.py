@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from rltf.ablation.spec import EVAL_DIR, AblationSpec, run_dir, run_finished
+from rltf.ablation.spec import EVAL_DIR, AblationSpec, finished_runs, run_dir
 from rltf.ablation.stats import bootstrap_mean, sign_test
 from rltf.evaluation import SAMPLES, SUMMARY, cut_at_limit, per_problem_pass
 from rltf.train import read_metrics
@@ -33,10 +33,11 @@ def compute_spent(directory: Path) -> dict[str, float]:
 def finished_seeds(spec: AblationSpec, out: Path) -> dict[str, list[int]]:
     """Per arm, its finished seeds among those the reference arm has finished (arms with none left
     out): every seed of every arm once the ablation is complete, and a paired table before."""
-    reference = [s for s in spec.seeds if run_finished(spec, out, spec.reference, s)]
+    finished = finished_runs(spec, out)
+    reference = [s for s in spec.seeds if (spec.reference, s) in finished]
     if not reference:
         raise ValueError(f"the reference arm {spec.reference!r} has no finished run in {out} yet")
-    done = {arm: [s for s in reference if run_finished(spec, out, arm, s)] for arm in spec.arms}
+    done = {arm: [s for s in reference if (arm, s) in finished] for arm in spec.arms}
     return {arm: seeds for arm, seeds in done.items() if seeds}
 
 
@@ -67,7 +68,7 @@ def summarize(spec: AblationSpec, out: Path) -> dict[str, Any]:
                 "compute_per_run": {k: sum(s[k] for s in spent) / len(spent) for k in spent[0]},
             })
     curves = {arm: _reward_curve(out, arm, seeds) for arm, seeds in seeds_of.items()}
-    finished = sum(run_finished(spec, out, arm, seed) for arm in spec.arms for seed in spec.seeds)
+    finished = len(finished_runs(spec, out))
     return {"reference": spec.reference, "seeds": spec.seeds, "steps": spec.steps,
             "runs_finished": finished, "runs_total": len(spec.arms) * len(spec.seeds), "rows": rows,
             "mbpp_plus_gap": plus_gap(spec, out, seeds_of), "reward_curves": curves,

@@ -21,11 +21,10 @@ from rltf.ablation.spec import (
     RESULT,
     SPEC_COPY,
     WARM_START,
-    WARM_START_TOLERANCE,
     AblationSpec,
+    finished_runs,
     load_spec,
     run_dir,
-    run_finished,
     same_warm_start,
     warm_start_losses,
     warm_start_model,
@@ -87,18 +86,17 @@ def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print,
         saved = (out / WARM_START if arm == WARM_START else run_dir(out, arm, seed)) / CONFIG
         if saved.is_file() and (differ := differing_keys(load_config(str(saved)), config)):
             raise ConfigError(f"{saved.parent} was started with other settings ({', '.join(differ)})")
-    # seed-major: every arm's first seed before any arm's second, so a half-finished ablation is a table
-    pending = [(a, s) for s in spec.seeds for a in spec.arms if not run_finished(spec, out, a, s)]
+    pending = _pending(spec, out)
     if pending and spec.warm_start and not warm_start_model(spec, out).is_dir():
         before = warm_start_losses(spec, out)
         echo(f"training the warm start in {out / WARM_START} ({spec.warm_start.base}) first, on every core")
         _train(configs[WARM_START, 0], out / WARM_START)
         after = warm_start_losses(spec, out)
         if before is not None and after is not None and not same_warm_start(after, before):
-            step = next(i for i, (x, y) in enumerate(zip(after, before)) if abs(x - y) > WARM_START_TOLERANCE * abs(y))
-            echo(f"this warm start is another model than the one the finished runs started from (step {step + 1} "
-                 f"loss {after[step]:.6f}, was {before[step]:.6f}): they run again from it")
-        pending = [(a, s) for s in spec.seeds for a in spec.arms if not run_finished(spec, out, a, s)]
+            worst = max(abs(x - y) / abs(y) for x, y in zip(after, before))
+            echo(f"this warm start is another model than the one the finished runs started from (losses up to "
+                 f"{worst:.1e} apart): they run again from it")
+        pending = _pending(spec, out)
     free, failed = cpu_slots(spec), []
     running: dict[subprocess.Popen, tuple[str, int, tuple[int, ...]]] = {}
     echo(f"{len(spec.arms) * len(spec.seeds) - len(pending)} runs finished, {len(pending)} to go, "
@@ -125,6 +123,13 @@ def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print,
     summary = summarize(spec, out)
     write_outputs(summary, out)
     return summary
+
+
+def _pending(spec: AblationSpec, out: Path) -> list[tuple[str, int]]:
+    """The unfinished runs, seed-major: every arm's first seed before any arm's second, so a
+    half-finished ablation is a table."""
+    done = finished_runs(spec, out)
+    return [(arm, seed) for seed in spec.seeds for arm in spec.arms if (arm, seed) not in done]
 
 
 def run_one(spec: AblationSpec, out: Path, arm: str, seed: int) -> None:

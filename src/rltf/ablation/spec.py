@@ -135,11 +135,20 @@ def run_finished(spec: AblationSpec, out: Path, arm: str, seed: int) -> bool:
     """Trained to ``steps`` and evaluated on every target (an added target reopens the run), from
     the warm start in ``OUT`` (a run recorded from another one is not finished: it runs again, so that
     every compared run starts from the same model)."""
+    return _finished(spec, out, arm, seed, warm_start_losses(spec, out))
+
+
+def finished_runs(spec: AblationSpec, out: Path) -> set[tuple[str, int]]:
+    """Every finished (arm, seed), the warm start read once."""
+    warm = warm_start_losses(spec, out)
+    return {(arm, seed) for arm in spec.arms for seed in spec.seeds if _finished(spec, out, arm, seed, warm)}
+
+
+def _finished(spec: AblationSpec, out: Path, arm: str, seed: int, warm: list[float] | None) -> bool:
     path = run_dir(out, arm, seed) / RESULT
     if not path.is_file():
         return False
     result = json.loads(path.read_text())
-    warm = warm_start_losses(spec, out)
     if warm is not None and not same_warm_start(result.get("warm_start_loss") or [], warm):
         return False
     return result.get("steps") == spec.steps and {t.name for t in spec.eval} <= set(result.get("evals", {}))
