@@ -125,11 +125,20 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
         assert load_config(str(out / arm / "seed-0" / CONFIG)).model.name == str(warm_model)
     rows = summary["rows"]
     assert [(r["arm"], r["dataset"]) for r in rows] == [
-        ("coarse", "mbpp-validation-first45"), ("full", "mbpp-validation-first45"),
-        ("coarse", "mbpp-plus-validation-first2"), ("full", "mbpp-plus-validation-first2")]
+        (arm, dataset) for dataset in ("mbpp-validation-first45", "mbpp-plus-validation-first2")
+        for arm in ("warm-start", "coarse", "full")]
+    # the warm start itself, scored once with the reference's settings: step 0, paired with the reference's seed
+    warm_rows, rows = [r for r in rows if r["arm"] == "warm-start"], [r for r in rows if r["arm"] != "warm-start"]
+    warm_result = json.loads((out / "warm-start" / RESULT).read_text())
+    assert warm_result["steps"] == 1 and set(warm_result["evals"]) == {r["dataset"] for r in warm_rows}
+    for warm_row, coarse_row in zip(warm_rows, rows[::2], strict=True):
+        assert list(warm_row["runs"]) == ["0"] and warm_row["compute_per_run"]["samples"] == 0
+        assert warm_row["compute_per_run"]["steps"] == 1
+        assert warm_row["vs_reference"]["diff"] == pytest.approx(warm_row["pass@1"] - coarse_row["pass@1"])
     gap = summary["mbpp_plus_gap"]  # on the tasks both evaluated
-    assert [(g["arm"], g["problems"]) for g in gap] == [("coarse", 2), ("full", 2)]
-    assert all(g["gap"] == g["mbpp"] - g["mbpp_plus"] and 0 <= g["train_sample_pass"] <= 1 for g in gap)
+    assert [(g["arm"], g["problems"]) for g in gap] == [("warm-start", 2), ("coarse", 2), ("full", 2)]
+    assert gap[0]["train_sample_pass"] is None  # the warm start samples nothing
+    assert all(g["gap"] == g["mbpp"] - g["mbpp_plus"] and 0 <= g["train_sample_pass"] <= 1 for g in gap[1:])
     shift = summary["training_shift"]  # both arms sample: 1 step per half, 4 programs each
     assert [s["arm"] for s in shift] == ["coarse", "full"]
     for arm_shift in shift:
@@ -151,6 +160,7 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
         assert (out / name).stat().st_size > 0
     table = (out / "ablation.md").read_text()
     assert "| full | mbpp-validation-first45 (45) |" in table and "| full | 2 |" in table  # and the MBPP+ gap
+    assert "| warm-start | mbpp-validation-first45 (45) |" in table
     assert "Training shift" in table and table.count(" → ") >= 12  # 6 moved quantities per arm
 
     # finished only from the warm start it recorded: a retraining within rounding is the same model
@@ -191,14 +201,15 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
     metrics = out / "warm-start" / "metrics.jsonl"
     metrics.write_text("".join(json.dumps({**r, "loss": r["loss"] * 1.01}) + "\n"
                                for r in read_metrics(out / "warm-start")))
-    path = out / "coarse" / "seed-0" / RESULT
-    result = json.loads(path.read_text())
-    path.write_text(json.dumps({**result, "warm_start_loss": [x * 1.01 for x in result["warm_start_loss"]]}))
+    for path in (out / "coarse" / "seed-0" / RESULT, out / "warm-start" / RESULT):
+        result = json.loads(path.read_text())
+        path.write_text(json.dumps({**result, "warm_start_loss": [x * 1.01 for x in result["warm_start_loss"]]}))
     (out / "full" / "seed-0" / RESULT).unlink()
     messages = []
     run_ablation(spec, out, echo=messages.append)
     assert any("another model than the one the finished runs started from" in m for m in messages)
-    assert sum(m.startswith("finished") for m in messages) == 2
+    assert sorted(m for m in messages if m.startswith("finished")) == [
+        "finished coarse seed 0", "finished full seed 0", "finished warm-start seed 0"]  # the warm start's eval too
     for arm in ("coarse", "full"):  # trained anew from the new warm start, not resumed from the old one's checkpoints
         trained = latest_checkpoint(out / arm / "seed-0") / "model" / "model.safetensors"
         assert trained.stat().st_mtime > (warm_model / "model.safetensors").stat().st_mtime
@@ -206,7 +217,8 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
     (out / "full" / "seed-0" / RESULT).unlink()  # a partial table: the reference and what has finished
     partial = run_ablation(spec, out, report_only=True)
     assert (partial["runs_finished"], partial["runs_total"]) == (1, 2)
-    assert {r["arm"] for r in partial["rows"]} == {"coarse"} and set(partial["reward_curves"]) == {"coarse"}
+    assert {r["arm"] for r in partial["rows"]} == {"warm-start", "coarse"}
+    assert set(partial["reward_curves"]) == {"coarse"}
     assert not (out / "full" / "seed-0" / RESULT).exists()  # nothing ran
     assert "**Partial: 1 of 2 runs finished**" in (out / "ablation.md").read_text()
     (out / "coarse" / "seed-0" / RESULT).unlink()

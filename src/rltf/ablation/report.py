@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from rltf.ablation.spec import EVAL_DIR, AblationSpec, finished_runs, run_dir
+from rltf.ablation.spec import EVAL_DIR, WARM_START, AblationSpec, finished_runs, run_dir, warm_start_evaluated
 from rltf.ablation.stats import bootstrap_mean, sign_test
 from rltf.evaluation import SAMPLES, SUMMARY, cut_at_limit, per_problem_pass
 from rltf.train import read_metrics
@@ -46,16 +46,20 @@ def summarize(spec: AblationSpec, out: Path) -> dict[str, Any]:
     interval, and the paired difference against the reference arm (same seeds) with its interval
     and sign test. Only finished runs count (:func:`finished_seeds`)."""
     seeds_of, rows = finished_seeds(spec, out), []
+    scored = dict(seeds_of)
+    if spec.warm_start and warm_start_evaluated(spec, out):
+        scored = {WARM_START: [spec.warm_start.config().seed], **seeds_of}
     for target in spec.eval:
         scores = {(arm, seed): per_problem_pass(run_dir(out, arm, seed) / EVAL_DIR / target.name / SAMPLES)
-                  for arm, seeds in seeds_of.items() for seed in seeds}
+                  for arm, seeds in scored.items() for seed in seeds}
         problems = sorted(set.intersection(*(set(s) for s in scores.values())))
-        for arm, seeds in seeds_of.items():
+        for arm, seeds in scored.items():
             matrix, verdicts = np.array([[scores[arm, seed][p] for p in problems] for seed in seeds]), Counter()
             for seed in seeds:
                 verdicts.update(json.loads((run_dir(out, arm, seed) / EVAL_DIR / target.name / SUMMARY).read_text())
                                 ["category"])
-            diff = matrix - np.array([[scores[spec.reference, seed][p] for p in problems] for seed in seeds])
+            paired = seeds_of[spec.reference] if arm == WARM_START else seeds  # one warm start against every seed
+            diff = matrix - np.array([[scores[spec.reference, seed][p] for p in problems] for seed in paired])
             spent = [compute_spent(run_dir(out, arm, seed)) for seed in seeds]
             cut = sum(cut_at_limit(run_dir(out, arm, seed) / EVAL_DIR / target.name / SAMPLES) for seed in seeds)
             rows.append({
@@ -71,7 +75,7 @@ def summarize(spec: AblationSpec, out: Path) -> dict[str, Any]:
     finished = len(finished_runs(spec, out))
     return {"reference": spec.reference, "seeds": spec.seeds, "steps": spec.steps,
             "runs_finished": finished, "runs_total": len(spec.arms) * len(spec.seeds), "rows": rows,
-            "mbpp_plus_gap": plus_gap(spec, out, seeds_of), "reward_curves": curves,
+            "mbpp_plus_gap": plus_gap(spec, out, scored), "reward_curves": curves,
             "training_shift": [shift for arm, seeds in seeds_of.items()
                                if (shift := training_shift(spec, out, arm, seeds)) is not None]}
 
@@ -145,10 +149,13 @@ def markdown(summary: dict[str, Any]) -> str:
     done, total = summary["runs_finished"], summary["runs_total"]
     partial = (f"**Partial: {done} of {total} runs finished**; an arm shows the seeds it and `{ref}` have both "
                "finished, and arms with none are not shown. " if done < total else "")
+    warm = (f" `{WARM_START}` is the model every arm starts from (step 0): one model, paired with each of `{ref}`'s "
+            "seeds; its compute is its own training." if any(r["arm"] == WARM_START for r in summary["rows"]) else "")
     lines = [f"{partial}Greedy pass@1, mean over seeds (of {summary['seeds']}) with a 95 % bootstrap interval over "
              f"problems and seeds; the difference against `{ref}` is paired by problem and seed (95 % bootstrap "
              "interval, exact two-sided sign test). Verdicts: pass / wrong / runtime / compile / timeout, and the "
-             "programs cut at the token limit, summed over seeds. Compute: per run, mean over seeds.", "",
+             f"programs cut at the token limit, summed over seeds. Compute: per run, mean over seeds.{warm}", "",
+             *headline(summary), "",
              "| arm | eval | pass@1 (95 % CI) | per seed | vs reference (95 % CI) | p | better / worse | verdicts | "
              "cut at limit | programs sampled | tokens generated | tokens trained | steps | minutes |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -194,6 +201,25 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline(summary: dict[str, Any]) -> list[str]:
+    """The table at a glance: one line per arm, its pass@1 and paired difference on every target."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in summary["rows"]))
+    by_arm: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in summary["rows"]:
+        by_arm.setdefault(row["arm"], {})[row["dataset"]] = row
+    head = "".join(f" {d} ({by_arm[summary['reference']][d]['problems']}) | vs {summary['reference']} (95 % CI) |"
+                   for d in datasets)
+    lines = [f"| arm | seeds |{head}", "|---|---|" + "---|---|" * len(datasets)]
+    for arm, rows in by_arm.items():
+        cells = []
+        for d in datasets:
+            vs = rows[d]["vs_reference"]
+            cells += [_pct(rows[d]["pass@1"]), "–" if arm == summary["reference"] else
+                      f"{100 * vs['diff']:+.1f} ({100 * vs['ci95'][0]:+.1f}, {100 * vs['ci95'][1]:+.1f})"]
+        lines.append(f"| {arm} | {', '.join(next(iter(rows.values()))['runs'])} | {' | '.join(cells)} |")
+    return lines
+
+
 def _num(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
@@ -204,7 +230,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    arms = list(summary["reward_curves"])
+    arms = list(dict.fromkeys(r["arm"] for r in summary["rows"]))
     datasets = list(dict.fromkeys(r["dataset"] for r in summary["rows"]))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.8 / len(datasets)

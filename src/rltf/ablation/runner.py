@@ -26,6 +26,7 @@ from rltf.ablation.spec import (
     load_spec,
     run_dir,
     same_warm_start,
+    warm_start_evaluated,
     warm_start_losses,
     warm_start_model,
 )
@@ -83,7 +84,7 @@ def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print,
     if spec.warm_start:
         configs[WARM_START, 0] = spec.warm_start.config()
     for (arm, seed), config in configs.items():  # config errors before any run starts, and no resume elsewise
-        saved = (out / WARM_START if arm == WARM_START else run_dir(out, arm, seed)) / CONFIG
+        saved = run_dir(out, arm, seed) / CONFIG
         if saved.is_file() and (differ := differing_keys(load_config(str(saved)), config)):
             raise ConfigError(f"{saved.parent} was started with other settings ({', '.join(differ)})")
     pending = _pending(spec, out)
@@ -99,7 +100,7 @@ def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print,
         pending = _pending(spec, out)
     free, failed = cpu_slots(spec), []
     running: dict[subprocess.Popen, tuple[str, int, tuple[int, ...]]] = {}
-    echo(f"{len(spec.arms) * len(spec.seeds) - len(pending)} runs finished, {len(pending)} to go, "
+    echo(f"{len(finished_runs(spec, out))} runs finished, {len(pending)} to go, "
          f"{len(free)} at a time on cores {free}")
     try:
         while pending or running:
@@ -127,47 +128,57 @@ def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print,
 
 def _pending(spec: AblationSpec, out: Path) -> list[tuple[str, int]]:
     """The unfinished runs, seed-major: every arm's first seed before any arm's second, so a
-    half-finished ablation is a table."""
+    half-finished ablation is a table. The warm start's own evaluation (``WARM_START``) goes first."""
     done = finished_runs(spec, out)
-    return [(arm, seed) for seed in spec.seeds for arm in spec.arms if (arm, seed) not in done]
+    first = [] if spec.warm_start is None or warm_start_evaluated(spec, out) else \
+        [(WARM_START, spec.warm_start.config().seed)]
+    return first + [(arm, seed) for seed in spec.seeds for arm in spec.arms if (arm, seed) not in done]
 
 
 def run_one(spec: AblationSpec, out: Path, arm: str, seed: int) -> None:
-    """The child's job: train (or resume) one run, then evaluate its last checkpoint on every target."""
+    """The child's job: train (or resume) one run, then evaluate its last checkpoint on every target.
+
+    The warm start (``arm == WARM_START``, trained before any run) is only evaluated, with the
+    reference arm's engine and evaluation settings, so its row is the step 0 that every arm moves from."""
     from rltf.evaluation import RUN, EvalSettings, evaluate
     from rltf.generation import make_engine
     from rltf.judge import Judge
     from rltf.models import Policy
     from rltf.train import load_problem_set
 
-    config, directory = spec.config(arm, seed, out), run_dir(out, arm, seed)
-    if spec.warm_start and (directory / CONFIG).is_file() and \
-            (directory / CONFIG).stat().st_mtime < _newest(warm_start_model(spec, out)):
-        for entry in directory.iterdir():  # begun from an earlier warm start (a fresh clone's files): start anew
-            if entry.name != LOG:
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    _train(config, directory)
+    directory = run_dir(out, arm, seed)
+    if arm == WARM_START:
+        assert spec.warm_start is not None
+        config, steps = spec.config(spec.reference, seed, out), spec.warm_start.config().steps
+    else:
+        config, steps = spec.config(arm, seed, out), spec.steps
+        if spec.warm_start and (directory / CONFIG).is_file() and \
+                (directory / CONFIG).stat().st_mtime < _newest(warm_start_model(spec, out)):
+            for entry in directory.iterdir():  # begun from an earlier warm start (a fresh clone's files): start anew
+                if entry.name != LOG:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        _train(config, directory)
     checkpoint = latest_checkpoint(directory)
-    assert checkpoint is not None and checkpoint.name == f"step-{spec.steps:06d}", checkpoint
+    assert checkpoint is not None and checkpoint.name == f"step-{steps:06d}", checkpoint
     weights_time = _newest(checkpoint / "model")
     for target in spec.eval:  # a retrained run (a fresh clone has the evals, not the checkpoints) evaluates anew
         started = directory / EVAL_DIR / target.name / RUN
         if started.is_file() and started.stat().st_mtime < weights_time:
             shutil.rmtree(started.parent)
     policy = Policy.load(str(checkpoint / "model"), style=config.model.style, dtype=config.model.dtype)
-    engine = make_engine(policy, config.engine, version=spec.steps)
+    engine = make_engine(policy, config.engine, version=steps)
     evals = {}
     with Judge(config.judge) as judge:
         for target in spec.eval:
             problems = load_problem_set(target.dataset, target.split, None, target.limit)
-            settings = EvalSettings(target.dataset, target.split, f"{arm}/seed-{seed}@step-{spec.steps}",
+            settings = EvalSettings(target.dataset, target.split, f"{arm}/seed-{seed}@step-{steps}",
                                     policy.style, n=1, temperature=0.0, top_p=1.0,
                                     max_new_tokens=config.eval.max_new_tokens, seed=seed,
                                     batch_size=config.eval.batch_size, engine=engine.label)
             summary = evaluate(engine, policy, problems, judge, directory / EVAL_DIR / target.name, settings, ks=(1,),
                                show_progress=False)
             evals[target.name] = summary["pass_at_k"]["1"]
-    result = {"arm": arm, "seed": seed, "steps": spec.steps, "cpus": sorted(os.sched_getaffinity(0)),
+    result = {"arm": arm, "seed": seed, "steps": steps, "cpus": sorted(os.sched_getaffinity(0)),
               "torch_threads": _torch_threads(), "evals": evals, "warm_start_loss": warm_start_losses(spec, out)}
     (directory / (RESULT + ".tmp")).write_text(json.dumps(result, indent=1) + "\n")
     (directory / (RESULT + ".tmp")).replace(directory / RESULT)

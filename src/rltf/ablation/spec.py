@@ -114,7 +114,8 @@ def load_spec(path: str | Path) -> AblationSpec:
 
 
 def run_dir(out: Path, arm: str, seed: int) -> Path:
-    return out / arm / f"seed-{seed}"
+    """Where a run lives; the warm start (one model, whatever the seed) is a run of its own."""
+    return out / WARM_START if arm == WARM_START else out / arm / f"seed-{seed}"
 
 
 def warm_start_losses(spec: AblationSpec, out: Path) -> list[float] | None:
@@ -144,6 +145,13 @@ def finished_runs(spec: AblationSpec, out: Path) -> set[tuple[str, int]]:
     return {(arm, seed) for arm in spec.arms for seed in spec.seeds if _finished(spec, out, arm, seed, warm)}
 
 
+def warm_start_evaluated(spec: AblationSpec, out: Path) -> bool:
+    """The warm start itself scored on every target (the run ``(WARM_START, its seed)``): the step-0
+    row every arm moves from."""
+    return spec.warm_start is not None and _finished(spec, out, WARM_START, spec.warm_start.config().seed,
+                                                     warm_start_losses(spec, out))
+
+
 def _finished(spec: AblationSpec, out: Path, arm: str, seed: int, warm: list[float] | None) -> bool:
     path = run_dir(out, arm, seed) / RESULT
     if not path.is_file():
@@ -151,4 +159,5 @@ def _finished(spec: AblationSpec, out: Path, arm: str, seed: int, warm: list[flo
     result = json.loads(path.read_text())
     if warm is not None and not same_warm_start(result.get("warm_start_loss") or [], warm):
         return False
-    return result.get("steps") == spec.steps and {t.name for t in spec.eval} <= set(result.get("evals", {}))
+    steps = spec.warm_start.config().steps if arm == WARM_START and spec.warm_start else spec.steps
+    return result.get("steps") == steps and {t.name for t in spec.eval} <= set(result.get("evals", {}))
