@@ -161,6 +161,11 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
     table = (out / "ablation.md").read_text()
     assert "| full | mbpp-validation-first45 (45) |" in table and "| full | 2 |" in table  # and the MBPP+ gap
     assert "| warm-start | mbpp-validation-first45 (45) |" in table
+    headline = [line for line in table.splitlines() if line.startswith("| arm | seeds |")]  # one line per arm
+    assert headline == ["| arm | seeds | mbpp-validation-first45 (45) | vs coarse (95 % CI) | "
+                        "mbpp-plus-validation-first2 (2) | vs coarse (95 % CI) |"]
+    arm_lines = ("| warm-start | 0 |", "| coarse | 0 |", "| full | 0 |")
+    assert sum(line.startswith(arm_lines) for line in table.splitlines()) == 3
     assert "Training shift" in table and table.count(" → ") >= 12  # 6 moved quantities per arm
 
     # finished only from the warm start it recorded: a retraining within rounding is the same model
