@@ -44,7 +44,8 @@ def finished_seeds(spec: AblationSpec, out: Path) -> dict[str, list[int]]:
 def summarize(spec: AblationSpec, out: Path) -> dict[str, Any]:
     """One row per (arm, eval target): pass@1 per seed, their mean with a problems × seeds bootstrap
     interval, and the paired difference against the reference arm (same seeds) with its interval
-    and sign test. Only finished runs count (:func:`finished_seeds`)."""
+    and sign test. Only finished runs count (:func:`finished_seeds`). With a warm start scored, its
+    row (``warm-start``, step 0) comes first, one model paired with every reference seed."""
     seeds_of, rows = finished_seeds(spec, out), []
     scored = dict(seeds_of)
     if spec.warm_start and warm_start_evaluated(spec, out):
