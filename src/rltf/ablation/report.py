@@ -145,6 +145,11 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _points(diff: float, ci95: list[float]) -> str:
+    """A difference in percentage points with its interval: ``+1.0 (-0.3, +2.3)``."""
+    return f"{100 * diff:+.1f} ({100 * ci95[0]:+.1f}, {100 * ci95[1]:+.1f})"
+
+
 def markdown(summary: dict[str, Any]) -> str:
     ref = summary["reference"]
     done, total = summary["runs_finished"], summary["runs_total"]
@@ -164,7 +169,7 @@ def markdown(summary: dict[str, Any]) -> str:
         low, high = row["ci95"]
         vs, spent, mix = row["vs_reference"], row["compute_per_run"], row["verdicts"]
         is_ref = row["arm"] == ref
-        versus = "–" if is_ref else f"{100 * vs['diff']:+.1f} ({100 * vs['ci95'][0]:+.1f}, {100 * vs['ci95'][1]:+.1f})"
+        versus = "–" if is_ref else _points(vs["diff"], vs["ci95"])
         p_value = "–" if is_ref else f"{vs['p']:.3g}"
         counts = "–" if is_ref else f"{vs['better']} / {vs['worse']}"
         timeout = sum(v for k, v in mix.items() if "timeout" in k)
@@ -183,7 +188,7 @@ def markdown(summary: dict[str, Any]) -> str:
         for row in summary["mbpp_plus_gap"]:
             train = "–" if row["train_sample_pass"] is None else _pct(row["train_sample_pass"])
             lines.append(f"| {row['arm']} | {row['problems']} | {_pct(row['mbpp'])} | {_pct(row['mbpp_plus'])} | "
-                         f"{100 * row['gap']:+.1f} ({100 * row['ci95'][0]:+.1f}, {100 * row['ci95'][1]:+.1f}) | "
+                         f"{_points(row['gap'], row['ci95'])} | "
                          f"{train} |")
     if summary.get("training_shift"):
         lines += ["", "Training shift: the arm's sampled programs in its first half of steps → its second (over "
@@ -215,9 +220,8 @@ def headline(summary: dict[str, Any]) -> list[str]:
         cells = []
         for d in datasets:
             vs = rows[d]["vs_reference"]
-            cells += [_pct(rows[d]["pass@1"]), "–" if arm == summary["reference"] else
-                      f"{100 * vs['diff']:+.1f} ({100 * vs['ci95'][0]:+.1f}, {100 * vs['ci95'][1]:+.1f})"]
-        lines.append(f"| {arm} | {', '.join(next(iter(rows.values()))['runs'])} | {' | '.join(cells)} |")
+            cells += [_pct(rows[d]["pass@1"]), "–" if arm == summary["reference"] else _points(vs["diff"], vs["ci95"])]
+        lines.append(f"| {arm} | {', '.join(rows[datasets[0]]['runs'])} | {' | '.join(cells)} |")
     return lines
 
 
