@@ -22,9 +22,10 @@ from rltf.ablation import (
     run_ablation,
     sign_test,
 )
+from rltf.ablation.report import sampled_groups
 from rltf.ablation.spec import WARM_START_TOLERANCE, run_finished
 from rltf.config import ConfigError, load_config
-from rltf.train import CONFIG, read_metrics
+from rltf.train import CONFIG, SAMPLES, read_metrics
 from rltf.train.checkpoint import latest_checkpoint
 
 
@@ -52,6 +53,17 @@ def test_sign_test_by_hand() -> None:
     assert sign_test(np.zeros(7)) == 1.0
     assert sign_test(np.array([1, -1])) == 1.0
     assert sign_test(np.array([0.5] * 6)) == pytest.approx(2 / 64)  # fractions count by their sign
+
+
+def test_sampled_groups_count_the_passing_groups(tmp_path: Path) -> None:
+    def sample(step: int, problem: str, status: str, greedy: bool = False) -> str:
+        return json.dumps({"step": step, "problem_id": problem, "greedy": greedy, "status": status})
+
+    lines = [sample(1, "a", "pass"), sample(1, "a", "pass"), sample(1, "a", "fail"), sample(1, "b", "error"),
+             sample(1, "b", "pass", greedy=True),  # a greedy baseline is not a sample
+             sample(2, "a", "fail"), sample(2, "c", "pass")]
+    (tmp_path / SAMPLES).write_text("\n".join(lines) + "\n")
+    assert sampled_groups(tmp_path) == (4, 2, 3)  # (1,a) (1,b) (2,a) (2,c); (1,a) and (2,c) pass
 
 
 def _spec(tmp_path: Path, arms: dict[str, list[str]], **extra: object) -> Path:
@@ -144,6 +156,8 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
     for arm_shift in shift:
         for half in ("first", "second"):
             assert sum(arm_shift[half]["shares"].values()) <= 1 + 1e-9 and arm_shift[half]["tokens_per_program"] > 0
+        run = arm_shift["per_run"]  # 2 steps x 2 problems, 2 programs each
+        assert run["groups"] == 4 and 0 <= run["groups_with_pass"] <= run["passing_programs"] <= 8
     for row in rows:
         size = 45 if row["dataset"].startswith("mbpp-validation") else 2
         assert row["problems"] == size == sum(row["verdicts"].values())

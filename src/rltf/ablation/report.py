@@ -4,7 +4,7 @@ compute each run spent, ``ablation.md`` and ``ablation.png``."""
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import numpy as np
 from rltf.ablation.spec import EVAL_DIR, WARM_START, AblationSpec, finished_runs, run_dir, warm_start_evaluated
 from rltf.ablation.stats import bootstrap_mean, sign_test
 from rltf.evaluation import SAMPLES, SUMMARY, cut_at_limit, per_problem_pass
-from rltf.train import read_metrics
+from rltf.train import read_metrics, read_samples
 
 
 def compute_spent(directory: Path) -> dict[str, float]:
@@ -102,7 +102,21 @@ def training_shift(spec: AblationSpec, out: Path, arm: str, seeds: list[int]) ->
                         "tokens_per_program": sum(r.get("gen_tokens") or 0 for r in chosen) / programs}
     known = {key: [r[key] for r in records if r.get(key) is not None]
              for key in ("importance_ratio_mean", "kl_behaviour_current")}
-    return {"arm": arm, **halves, **{key: float(np.mean(v)) if v else None for key, v in known.items()}}
+    groups = np.array([sampled_groups(run_dir(out, arm, seed)) for seed in seeds], dtype=float).mean(axis=0)
+    return {"arm": arm, **halves, **{key: float(np.mean(v)) if v else None for key, v in known.items()},
+            "per_run": dict(zip(("groups", "groups_with_pass", "passing_programs"), groups.tolist(), strict=True))}
+
+
+def sampled_groups(directory: Path) -> tuple[int, int, int]:
+    """How much learning signal a run's rollouts held: its groups (one problem's sampled programs in
+    one step), the groups with at least one passing program, and the passing programs, from
+    ``samples.jsonl`` (greedy baselines left out). A group with no pass gives every program a
+    negative or zero return, so only the passing groups can teach the model what a solution is."""
+    passed: defaultdict[tuple[int, str], list[bool]] = defaultdict(list)
+    for record in read_samples(directory):
+        if not record["greedy"]:
+            passed[record["step"], record["problem_id"]].append(record["status"] == "pass")
+    return len(passed), sum(map(any, passed.values())), sum(map(sum, passed.values()))
 
 
 def plus_gap(spec: AblationSpec, out: Path, seeds_of: dict[str, list[int]]) -> list[dict[str, Any]] | None:
@@ -193,17 +207,20 @@ def markdown(summary: dict[str, Any]) -> str:
     if summary.get("training_shift"):
         lines += ["", "Training shift: the arm's sampled programs in its first half of steps → its second (over "
                   "seeds); importance ratio π_θ/π_behaviour and KL(behaviour ‖ current) on the sampled tokens, mean "
-                  "over steps.",
+                  "over steps; per run, the groups (one problem's programs in one step) with a passing program, the "
+                  "only ones that show the model a solution.",
                   "", "| arm | train reward | sampled pass % | wrong % | runtime % | compile % | tokens per program | "
-                  "importance ratio | KL |", "|---|---|---|---|---|---|---|---|---|"]
+                  "importance ratio | KL | groups with a pass, per run |", "|---|---|---|---|---|---|---|---|---|---|"]
         for row in summary["training_shift"]:
             first, second = row["first"], row["second"]
             moved = [f"{_num(first['reward'], '+.2f')} → {_num(second['reward'], '+.2f')}"]
             moved += [f"{_pct(first['shares'][k])} → {_pct(second['shares'][k])}"
                       for k in ("pass", "fail", "runtime", "compile")]
             moved.append(f"{first['tokens_per_program']:.0f} → {second['tokens_per_program']:.0f}")
+            run = row["per_run"]
             lines.append(f"| {row['arm']} | {' | '.join(moved)} | {_num(row['importance_ratio_mean'], '.3f')} | "
-                         f"{_num(row['kl_behaviour_current'], '.4f')} |")
+                         f"{_num(row['kl_behaviour_current'], '.4f')} | {run['groups_with_pass']:.1f} of "
+                         f"{run['groups']:.0f} ({run['passing_programs']:.1f} passing programs) |")
     return "\n".join(lines) + "\n"
 
 
