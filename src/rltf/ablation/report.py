@@ -110,8 +110,8 @@ def training_shift(spec: AblationSpec, out: Path, arm: str, seeds: list[int]) ->
 def sampled_groups(directory: Path) -> tuple[int, int, int]:
     """How much learning signal a run's rollouts held: its groups (one problem's sampled programs in
     one step), the groups with at least one passing program, and the passing programs, from
-    ``samples.jsonl`` (greedy baselines left out). A group with no pass gives every program a
-    negative or zero return, so only the passing groups can teach the model what a solution is."""
+    ``samples.jsonl`` (greedy baselines left out). A group with no pass can still rank its programs
+    (a wrong answer above a crash), but only the passing groups show the model a solution."""
     passed: defaultdict[tuple[int, str], list[bool]] = defaultdict(list)
     for record in read_samples(directory):
         if not record["greedy"]:
