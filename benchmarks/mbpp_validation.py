@@ -8,25 +8,27 @@ Two stages, each a resumable run under ``OUT`` (default ``benchmarks/mbpp-valida
 
 ``sft`` fine-tunes the embedded SmolLM2-135M-Instruct on the MBPP train references; ``rl`` trains
 RL alone (no supervised term) from its last checkpoint, in ``OUT/<estimator>-<importance>``. Each
-writes ``result.json``: greedy pass@1 on the 90 MBPP validation problems (ids 511-600) before and
-after with a paired bootstrap interval over the problems, and for RL the sampled pass rate and
-verdict mix of the training problems' programs over the run. Choices are made on these numbers;
-the test split is not used. Repeating a command resumes its run (checkpoints are not committed:
-a new machine redoes ``sft`` first, which is seeded).
+writes ``result.json``: pass@1 on the 90 MBPP validation problems (ids 511-600) before and after
+(greedy by default; ``--set eval.samples=5 --set eval.temperature=0.1 --set eval.top_p=0.95`` for
+sampled) with the paired interval and sign test over problems (:mod:`rltf.ablation.stats`), and
+for RL the sampled pass rate and verdict mix of the training problems' programs over the run.
+Choices are made on these numbers; the test split is not used. Repeating a command resumes its
+run (checkpoints are not committed: a new machine redoes ``sft`` first, which is seeded).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from learning_test import run_minutes, train
 
+from rltf.ablation.stats import paired
 from rltf.config import load_config
 from rltf.evaluation import SAMPLES, per_problem_pass
 from rltf.train import read_evals, read_metrics
@@ -37,16 +39,6 @@ SHOWN = ("fail", "runtime", "compile")
 """The verdict keys the table shows (wrong answer, runtime error, compile error); the result has all."""
 
 
-def paired_bootstrap(before: dict[str, float], after: dict[str, float], draws: int = 10_000,
-                     seed: int = 0) -> tuple[float, float]:
-    """95 % interval of the mean per-problem change, resampling problems (both evals share them)."""
-    problems = sorted(before)
-    diffs = [after[p] - before[p] for p in problems]
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choice(diffs) for _ in diffs) / len(diffs) for _ in range(draws))
-    return means[int(0.025 * draws)], means[int(0.975 * draws) - 1]
-
-
 def validation(run_dir: Path) -> dict[str, Any]:
     """Greedy pass@1 on validation at the run's first and last evaluation, with the paired interval."""
     evals = read_evals(run_dir)
@@ -54,13 +46,15 @@ def validation(run_dir: Path) -> dict[str, Any]:
         raise SystemExit(f"{run_dir} has {len(evals)} evaluation(s); a result needs one before and one after")
     (first, before), (last, after) = evals[0], evals[-1]
     by_problem = [per_problem_pass(run_dir / EVAL_DIR / f"step-{s:06d}" / SAMPLES) for s in (first, last)]
-    low, high = paired_bootstrap(*by_problem)
+    problems = sorted(by_problem[0])
+    change = paired(np.array([by_problem[1][p] for p in problems]), np.array([by_problem[0][p] for p in problems]))
     return {
         "validation_pass_before": before["pass_at_k"]["1"],
         "validation_pass_after": after["pass_at_k"]["1"],
-        "validation_change_ci95": [low, high],
-        "validation_gained": sum(by_problem[1][p] > by_problem[0][p] for p in by_problem[0]),
-        "validation_lost": sum(by_problem[1][p] < by_problem[0][p] for p in by_problem[0]),
+        "validation_change_ci95": list(change.ci95),
+        "validation_change_p": change.p_sign,
+        "validation_gained": change.better,
+        "validation_lost": change.worse,
         "validation_problems": after["problems"],
         "validation_verdicts_before": before["category"],
         "validation_verdicts_after": after["category"],

@@ -40,10 +40,13 @@ def test_bootstrap_interval_matches_the_binomial_standard_error() -> None:
     assert bootstrap_mean(np.full((3, 50), 0.5), draws=500) == (0.5, 0.5)  # no spread, no interval
 
 
-def test_bootstrap_resamples_seeds_as_well_as_problems() -> None:
-    # seed 0 fails everything, seed 1 passes everything: only resampling seeds can move the mean
-    low, high = bootstrap_mean(np.array([[0.0] * 20, [1.0] * 20]), draws=2000)
-    assert (low, high) == (0.0, 1.0)
+def test_bootstrap_resamples_problems_with_their_seeds() -> None:
+    # every problem passes on one seed of two: each problem's mean is 0.5, so no draw of problems moves it
+    assert bootstrap_mean(np.array([[0.0] * 20, [1.0] * 20]), draws=2000) == (0.5, 0.5)
+    # the resampling seed is fixed: the same interval every time, another seed another interval
+    values = np.random.default_rng(3).random(60)
+    assert bootstrap_mean(values) == bootstrap_mean(values)
+    assert bootstrap_mean(values) != bootstrap_mean(values, seed=1)
 
 
 def test_sign_test_by_hand() -> None:
@@ -70,7 +73,8 @@ def _spec(tmp_path: Path, arms: dict[str, list[str]], **extra: object) -> Path:
     spec = {"base": "tiny-smoke", "overrides": ["data.limit=4"], "arms": arms, "seeds": [0], "steps": 2,
             "reference": next(iter(arms)),
             "eval": [{"dataset": "mbpp", "split": "validation", "limit": 45},  # mbpp/511..555
-                     {"dataset": "mbpp-plus", "split": "validation", "limit": 2}],  # mbpp-plus/554, 555
+                     {"dataset": "mbpp-plus", "split": "validation", "limit": 2,  # mbpp-plus/554, 555, 2 samples each
+                      "n": 2, "temperature": 0.1, "top_p": 0.95}],
             "threads": 1, **extra}
     path = tmp_path / "spec.yaml"
     path.write_text(json.dumps(spec))  # JSON is YAML
@@ -129,7 +133,8 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
     warm = {"base": "tiny-smoke", "overrides": ["steps=1", "rollout.enabled=false", "optim.rl_weight=0",
                                                  "data.limit=4", "log.tensorboard=false"]}
     spec = _spec(tmp_path, {"coarse": ["feedback.adaptive=false", "feedback.fine_grained=false"], "full": []},
-                 warm_start=warm, overrides=["data.limit=4", "model.random_init=null", "log.tensorboard=false"])
+                 warm_start=warm, overrides=["data.limit=4", "model.random_init=null", "log.tensorboard=false"],
+                 primary=[["full", "coarse"]])
     summary = run_ablation(spec, out, echo=lambda _: None)
     warm_model = out / "warm-start" / "checkpoints" / "step-000001" / "model"
     assert (warm_model / "model.safetensors").is_file()
@@ -137,7 +142,7 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
         assert load_config(str(out / arm / "seed-0" / CONFIG)).model.name == str(warm_model)
     rows = summary["rows"]
     assert [(r["arm"], r["dataset"]) for r in rows] == [
-        (arm, dataset) for dataset in ("mbpp-validation-first45", "mbpp-plus-validation-first2")
+        (arm, dataset) for dataset in ("mbpp-validation-first45", "mbpp-plus-validation-first2-t0.1-n2")
         for arm in ("warm-start", "coarse", "full")]
     # the warm start itself, scored once with the reference's settings: step 0, paired with the reference's seed
     warm_rows, rows = [r for r in rows if r["arm"] == "warm-start"], [r for r in rows if r["arm"] != "warm-start"]
@@ -159,12 +164,20 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
         run = arm_shift["per_run"]  # 2 steps x 2 problems, 2 programs each
         assert run["groups"] == 4 and 0 <= run["groups_with_pass"] <= run["passing_programs"] <= 8
     for row in rows:
-        size = 45 if row["dataset"].startswith("mbpp-validation") else 2
-        assert row["problems"] == size == sum(row["verdicts"].values())
-        assert 0 <= row["cut_at_limit"] <= size
+        size, n = (45, 1) if row["dataset"].startswith("mbpp-validation") else (2, 2)
+        assert row["problems"] == size and sum(row["verdicts"].values()) == size * n
+        assert 0 <= row["cut_at_limit"] <= size * n
         assert 0 <= row["pass@1"] <= 1 and row["ci95"][0] <= row["pass@1"] <= row["ci95"][1]
         assert row["compute_per_run"]["steps"] == 2 and row["compute_per_run"]["samples"] == 8  # 2 steps x 2 x 2
-    assert rows[0]["vs_reference"]["diff"] == 0 and rows[0]["vs_reference"]["p"] == 1.0
+    assert rows[0]["vs_reference"]["diff"] == 0 and rows[0]["vs_reference"]["p_sign"] == 1.0
+    # the primary comparison reaches the report on every target, clustered by problem, with its power
+    primary = summary["primary"]
+    assert [(c["a"], c["b"], c["dataset"]) for c in primary] == [
+        ("full", "coarse", row["dataset"]) for row in rows if row["arm"] == "full"]
+    for comparison, full_row in zip(primary, [r for r in rows if r["arm"] == "full"], strict=True):
+        assert comparison["diff"] == pytest.approx(full_row["vs_reference"]["diff"])
+        assert comparison["problems"] == full_row["problems"] and comparison["detectable"] >= 0
+    assert all(r["vs_reference"]["p_holm"] is None for r in rows)  # the only comparison is primary
     results = [json.loads((out / arm / "seed-0" / RESULT).read_text()) for arm in ("coarse", "full")]
     for result in results:  # each child on one core of its own, with one torch thread
         assert len(result["cpus"]) == 1 and result["torch_threads"] == 1
@@ -177,7 +190,8 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
     assert "| warm-start | mbpp-validation-first45 (45) |" in table
     headline = [line for line in table.splitlines() if line.startswith("| arm | seeds |")]  # one line per arm
     assert headline == ["| arm | seeds | mbpp-validation-first45 (45) | vs coarse (95 % CI) | "
-                        "mbpp-plus-validation-first2 (2) | vs coarse (95 % CI) |"]
+                        "mbpp-plus-validation-first2-t0.1-n2 (2) | vs coarse (95 % CI) |"]
+    assert "| full − coarse | mbpp-validation-first45 |" in table  # the primary comparisons' table
     arm_lines = ("| warm-start | 0 |", "| coarse | 0 |", "| full | 0 |")
     assert sum(line.startswith(arm_lines) for line in table.splitlines()) == 3
     assert "Training shift" in table and table.count(" → ") >= 12  # 6 moved quantities per arm

@@ -7,7 +7,15 @@ import pytest
 from typer.testing import CliRunner
 
 from rltf.cli import app
-from rltf.evaluation import cut_at_limit, mean_pass_at_k, pass_at_k, plan_chunks, summarize
+from rltf.evaluation import (
+    cut_at_limit,
+    mean_pass_at_k,
+    pass_at_k,
+    pass_at_k_with_stderr,
+    plan_chunks,
+    preset,
+    summarize,
+)
 from rltf.generation.llamacpp import default_compute_type
 from rltf.judge.verdict import ErrorInfo, Verdict
 from rltf.models import save_tiny_llama as make_tiny_model
@@ -120,8 +128,34 @@ def test_eval_cli_end_to_end_and_resume(tmp_path: Path) -> None:
     assert summary["pass_at_k"]["1"] == pytest.approx(sum(c / 2 for c in passed.values()) / 3)
     assert sum(summary["status"].values()) == 6
     assert summary["status"] == {s: sum(r["verdict"]["status"] == s for r in records) for s in summary["status"]}
+    assert summary["per_problem"] == {p: {"n": 2, "passed": c, "fraction": c / 2} for p, c in passed.items()}
+    assert all(r["problem_pass_fraction"] == passed[r["problem_id"]] / 2 for r in records)
+    fractions = [c / 2 for c in passed.values()]
+    mean = sum(fractions) / 3
+    stderr = (sum((f - mean) ** 2 for f in fractions) / 2) ** 0.5 / 3 ** 0.5
+    assert summary["pass_at_k_stderr"]["1"] == pytest.approx(stderr)
+    source = summary["provenance"]
+    assert source["data_file"] == "mbpp.jsonl.gz" and len(source["data_sha256"]) == 64
+    assert source["rltf"] and len(source["problems_sha256"]) == 64
     report = (out / "report.md").read_text()
     assert "pass@1 (%)" in report and "pass@2 (%)" in report and "## Verdicts" in report
+
+    # the programs exported for EvalPlus and human-eval and scored again from those files: the same verdicts
+    for fmt in ("evalplus", "human-eval"):
+        exported = tmp_path / f"{fmt}.jsonl"
+        assert runner.invoke(app, [*args, "--export", fmt]).exit_code == 0
+        (out / f"samples.{fmt}.jsonl").rename(exported)
+        rows = _lines(exported)
+        assert [r["task_id"] for r in rows] == [("Mbpp/" if fmt == "evalplus" else "mbpp/") + r["problem_id"][5:]
+                                                for r in records]
+        rescored = tmp_path / f"rescored-{fmt}"
+        result = runner.invoke(app, ["eval", "--dataset", "mbpp", "--limit", "3", "--samples", str(exported),
+                                     "--k", "1,2", "--workers", "1", "--out", str(rescored)])
+        assert result.exit_code == 0, result.output
+        again = json.loads((rescored / "summary.json").read_text())
+        assert again["pass_at_k"] == summary["pass_at_k"] and again["per_problem"] == summary["per_problem"]
+        assert sorted(map(_outcome, _lines(rescored / "samples.jsonl"))) == sorted(map(_outcome, records))
+        assert again["provenance"]["samples_sha256"] and again["settings"]["samples_file"] == str(exported)
 
     # Interrupted run: the last chunk is lost and a line is torn; one verdict was a judge failure.
     kept = [r for r in records if r["problem_id"] != "mbpp/13"]
@@ -131,7 +165,7 @@ def test_eval_cli_end_to_end_and_resume(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     resumed = _lines(out / "samples.jsonl")
     assert sorted(map(_outcome, resumed)) == sorted(map(_outcome, records))  # same samples, same verdicts
-    assert json.loads((out / "summary.json").read_text())["timing"]["runs"] == 2
+    assert json.loads((out / "summary.json").read_text())["timing"]["runs"] == 4  # the two --export calls resumed too
 
     result = runner.invoke(app, [*args[:-2], "--temperature", "0.5", "--out", str(out)])
     assert result.exit_code != 0 and "other settings" in str(result.exception)
@@ -149,3 +183,30 @@ def test_eval_with_a_fast_engine_records_it(tmp_path: Path, engine: str, label: 
     assert summary["ks"] == [1] and list(summary["pass_at_k"]) == ["1"]
     assert summary["generation"]["engine"] == label and 0 < summary["generation"]["new_tokens"] <= 16
     assert summary["samples"] == 2
+
+
+def test_scoring_a_file_rejects_unknown_tasks(tmp_path: Path) -> None:
+    file = tmp_path / "samples.jsonl"
+    file.write_text(json.dumps({"task_id": "Mbpp/11", "solution": "def f(): pass"}) + "\n"
+                    + json.dumps({"task_id": "Mbpp/999", "solution": ""}) + "\n")
+    result = CliRunner().invoke(app, ["eval", "--dataset", "mbpp", "--limit", "3", "--samples", str(file),
+                                      "--workers", "1", "--out", str(tmp_path / "out")])
+    message = " ".join(result.output.replace("│", " ").split())  # rich wraps the error in a box
+    assert result.exit_code == 2 and "task 'Mbpp/999' is not in mbpp" in message
+
+
+@pytest.mark.parametrize(("dataset", "expected"), [
+    ("mbpp", {"n": 15, "temperature": 0.1, "top_p": 0.95}),
+    ("mbpp-plus", {"n": 15, "temperature": 0.1, "top_p": 0.95}),
+    ("humaneval", {"n": 15, "temperature": 0.2, "top_p": 0.95}),
+])
+def test_bigcode_preset_by_benchmark(dataset: str, expected: dict[str, float]) -> None:
+    assert preset("bigcode", dataset) == expected
+    assert preset("greedy", dataset) == {"n": 1, "temperature": 0.0, "top_p": 1.0}
+
+
+def test_pass_at_k_standard_error_by_hand() -> None:
+    scores = pass_at_k_with_stderr([(5, 5), (5, 0)], [1, 5])
+    assert scores[1] == pytest.approx((0.5, 0.5))  # sd 0.7071 / sqrt(2)
+    assert scores[5] == pytest.approx((0.5, 0.5))
+    assert pass_at_k_with_stderr([(4, 2)], [1]) == {1: (0.5, 0.0)}  # one problem: no spread to measure

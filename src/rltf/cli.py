@@ -171,11 +171,19 @@ def eval_command(
     split: str | None = typer.Option(None, help="Dataset split (default: test where the benchmark has one, "
                                      "else all; 'all' for every split)."),
     data: str | None = typer.Option(None, help="Local copy of the benchmark's raw data, if not the default."),
-    n: int = typer.Option(10, help="Samples per problem."),
+    preset: str | None = typer.Option(None, help="Decoding preset: bigcode (bigcode-evaluation-harness: top-p "
+                                      "0.95, n 15, temperature 0.1 on MBPP, 0.2 on HumanEval) or greedy; "
+                                      "--n, --temperature and --top-p override it. Default: n 10, T 0.6, top-p 0.95."),
+    n: int | None = typer.Option(None, help="Samples per problem."),
     k: str | None = typer.Option(None, help="Comma-separated k values for pass@k, each <= n (default: those of "
                                  "1,5,10 that are)."),
-    temperature: float = typer.Option(0.6, help="Sampling temperature; 0 = greedy."),
-    top_p: float = typer.Option(0.95, "--top-p"),
+    temperature: float | None = typer.Option(None, help="Sampling temperature; 0 = greedy."),
+    top_p: float | None = typer.Option(None, "--top-p"),
+    samples: Path | None = typer.Option(None, "--samples", help="Score these pre-generated programs instead of "
+                                        "sampling (JSONL of task_id + solution as EvalPlus writes, task_id + "
+                                        "completion as human-eval writes, or rltf's samples.jsonl)."),
+    export_to: str | None = typer.Option(None, "--export", help="Also write the programs for another tool: "
+                                         "evalplus or human-eval (OUT/samples.<format>.jsonl)."),
     max_new_tokens: int = typer.Option(384, "--max-new-tokens"),
     limit: int | None = typer.Option(None, help="Only the first N problems (quick runs)."),
     seed: int = typer.Option(0),
@@ -196,19 +204,31 @@ def eval_command(
     style: str = typer.Option("auto", help="Prompt style: auto (chat template if the tokenizer has one), chat, base."),
     allow_download: bool = typer.Option(False, "--allow-download", help="Let transformers fetch a hub model."),
 ) -> None:
-    """Sample n programs per problem, judge them and report pass@k (samples.jsonl, summary.json, report.md)."""
-    from transformers.utils import logging as hf_logging
-
-    from rltf.evaluation import EvalSettings, evaluate
-    from rltf.generation import ENGINES, EngineConfig, make_engine
-    from rltf.judge import JudgeConfig, open_judge
-    from rltf.models import Policy, set_threads
+    """Sample n programs per problem, judge them and report pass@k with its standard error
+    (samples.jsonl, summary.json, report.md); or score pre-generated programs with --samples."""
+    from rltf.evaluation import EXPORTS, PRESETS
+    from rltf.evaluation import preset as preset_sampling
+    from rltf.generation import ENGINES
+    from rltf.judge import JudgeConfig
     from rltf.problems import load_problems
 
+    if preset is not None and preset not in PRESETS:
+        raise typer.BadParameter(f"--preset must be one of {', '.join(PRESETS)}")
+    if export_to is not None and export_to not in EXPORTS:
+        raise typer.BadParameter(f"--export must be one of {', '.join(EXPORTS)}")
+    chosen = {"n": 10, "temperature": 0.6, "top_p": 0.95}
+    if preset is not None:
+        try:
+            chosen = preset_sampling(preset, dataset)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--preset") from None
+    n = int(n if n is not None else chosen["n"])
+    temperature = temperature if temperature is not None else chosen["temperature"]
+    top_p = top_p if top_p is not None else chosen["top_p"]
     ks = [int(x) for x in k.split(",") if x.strip()] if k else [x for x in (1, 5, 10) if x <= n]
     if style not in ("auto", "chat", "base"):
         raise typer.BadParameter("--style must be auto, chat or base")
-    if any(x > n for x in ks):
+    if any(x > n for x in ks) and samples is None:  # a file's problems each have their own n
         raise typer.BadParameter(f"every k must be <= n={n}")
     if engine not in ENGINES:
         raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}")
@@ -224,22 +244,63 @@ def eval_command(
         if split is None and "test" in DATASETS[dataset].splits:
             split = "test"  # MBPP's other splits are for prompting, tuning and training
         problems = load_dataset(dataset, split=split, path=data, limit=limit)
-    set_threads(threads)
-    hf_logging.disable_progress_bar()
-    policy = Policy.load(model, allow_download=allow_download, style=style)  # type: ignore[arg-type]
-    sampler = make_engine(policy, EngineConfig(engine, compute_type, engine_workers))  # type: ignore[arg-type]
-    settings = EvalSettings(dataset, split, model, policy.style, n, temperature, top_p, max_new_tokens, seed,
-                            batch_size, sampler.label)
     judge_config = JudgeConfig(workers=workers, backend=judge_backend,  # type: ignore[arg-type]
                                ray_address=os.environ.get("RLTF_RAY_ADDRESS"))
     if timeout is not None:
         judge_config.timeout_s = timeout
-    with open_judge(judge_config) as judge:
-        summary = evaluate(sampler, policy, problems, judge, out, settings, ks)
+    if samples is not None:
+        summary = _score_file(samples, problems, judge_config, out, dataset, split, ks)
+    else:
+        summary = _generate_and_score(problems, judge_config, out, ks, model, allow_download, style, engine,
+                                      compute_type, engine_workers, threads,
+                                      dict(dataset=dataset, split=split, n=n, temperature=temperature, top_p=top_p,
+                                           max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size))
     console = Console()
-    scores = ", ".join(f"pass@{key} {100 * v:.2f}%" for key, v in summary["pass_at_k"].items())
-    console.print(f"{summary['problems']} problems, {summary['samples']} samples: {scores}")
+    stderr = summary["pass_at_k_stderr"]
+    scores = ", ".join(f"pass@{key} {100 * v:.2f}% ± {100 * stderr[key]:.2f}"
+                       for key, v in summary["pass_at_k"].items())
+    console.print(f"{summary['problems']} problems, {summary['samples']} samples: {scores} (± standard error)")
     console.print(f"verdicts {summary['category']}; wall {summary['timing']['wall_s']:.0f} s; report {out}/report.md")
+    if export_to is not None:
+        from rltf.evaluation import export
+
+        target = Path(out) / f"samples.{export_to}.jsonl"
+        console.print(f"{export(out, export_to, target)} programs for {export_to} -> {target}")
+
+
+def _score_file(samples: Path, problems: list, judge_config: Any, out: str, dataset: str, split: str | None,
+                ks: list[int]) -> dict[str, Any]:
+    from rltf.evaluation import EvalSettings, score_samples
+    from rltf.judge import open_judge
+
+    if not samples.is_file():
+        raise typer.BadParameter(f"{samples} is not a file", param_hint="--samples")
+    settings = EvalSettings(dataset, split, "-", "-", n=1, temperature=0.0, top_p=1.0, engine="-",
+                            samples_file=str(samples))
+    with open_judge(judge_config) as judge:
+        try:
+            return score_samples(samples, problems, judge, out, settings, ks)
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--samples") from None
+
+
+def _generate_and_score(problems: list, judge_config: Any, out: str, ks: list[int], model: str,
+                        allow_download: bool, style: str, engine: str, compute_type: str, engine_workers: int,
+                        threads: int | None, sampling: dict[str, Any]) -> dict[str, Any]:
+    from transformers.utils import logging as hf_logging
+
+    from rltf.evaluation import EvalSettings, evaluate
+    from rltf.generation import EngineConfig, make_engine
+    from rltf.judge import open_judge
+    from rltf.models import Policy, set_threads
+
+    set_threads(threads)
+    hf_logging.disable_progress_bar()
+    policy = Policy.load(model, allow_download=allow_download, style=style)  # type: ignore[arg-type]
+    sampler = make_engine(policy, EngineConfig(engine, compute_type, engine_workers))  # type: ignore[arg-type]
+    settings = EvalSettings(model=model, style=policy.style, engine=sampler.label, **sampling)
+    with open_judge(judge_config) as judge:
+        return evaluate(sampler, policy, problems, judge, out, settings, ks)
 
 
 @app.command()
@@ -334,7 +395,7 @@ def _offsets_tokenizer(model: str | None):
     return tokenizer
 
 
-data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmarks: list, show, verify.")
+data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmarks: list, show, leaks, verify.")
 app.add_typer(data_app, name="data")
 
 
@@ -379,6 +440,24 @@ def data_show(
     if not match:
         raise typer.BadParameter(f"no problem {problem_id!r} in {name}")
     typer.echo(json.dumps(match[0].to_dict(), indent=2, ensure_ascii=False))
+
+
+@data_app.command("leaks")
+def data_leaks(
+    dataset: str = typer.Option("mbpp", help="mbpp or mbpp-sanitized: its train problems against its test and "
+                                "validation problems."),
+    as_json: bool = typer.Option(False, "--json", help="JSON, one pair a line (what data/mbpp_train_leaks.json "
+                                 "holds), instead of a table."),
+) -> None:
+    """Train problems that twin a held-out problem, each pair with the reasons it matched (the same
+    function, asserts or test inputs and outputs, reference code after renaming, or statement)."""
+    from rltf.leaks import find_dataset_leaks, leaks_json, leaks_table
+
+    try:
+        leaks = find_dataset_leaks(dataset)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--dataset") from None
+    typer.echo(leaks_json(leaks) if as_json else leaks_table(leaks), nl=False)
 
 
 @data_app.command("verify")
@@ -511,7 +590,8 @@ def _print_run(run_dir: Path) -> None:
     console = Console(soft_wrap=True)
     records = read_metrics(run_dir)
     for step, summary in read_evals(run_dir):
-        console.print(f"eval step {step}: greedy pass@1 {100 * summary['pass_at_k'].get('1', 0):.2f}% "
+        decoding = "greedy" if summary["settings"]["temperature"] == 0 else f"sampled (n {summary['settings']['n']})"
+        console.print(f"eval step {step}: {decoding} pass@1 {100 * summary['pass_at_k'].get('1', 0):.2f}% "
                       f"on {summary['problems']} problems")
     if records:
         times = {k: sum(r.get(k) or 0.0 for r in records) for k in ("time_gen_s", "time_judge_s", "time_train_s")}

@@ -72,8 +72,9 @@ class DataConfig:
     path: str | None = None
     limit: int | None = None
     drop_leaks: bool = True
-    """Leave out the 42 MBPP train tasks that duplicate or nearly duplicate a validation or test task
-    (:func:`rltf.datasets.drop_mbpp_leaks`) before ``limit``; other datasets are unaffected."""
+    """Leave out the 76 MBPP train tasks that twin a validation or test task (reworded, renamed or
+    reparameterised; :func:`rltf.datasets.drop_mbpp_leaks`, rule in :mod:`rltf.leaks`) before
+    ``limit``, so 298 of 374 remain; other datasets are unaffected."""
 
 
 @dataclass

@@ -115,12 +115,25 @@ def load_mbpp(split: str | None = None, path: str | Path | None = None) -> list[
 
 
 def drop_mbpp_leaks(problems: list[Problem]) -> list[Problem]:
-    """``problems`` without the MBPP train tasks that duplicate or nearly duplicate a validation or
-    test task (``data/mbpp_train_leaks.json``, found by ``scripts/find_mbpp_leaks.py``; the rule is
-    in its docstring). Sanitized MBPP keeps the task ids, so the list holds there too; problems of
-    other benchmarks pass through."""
+    """``problems`` without the 76 MBPP train tasks that twin a validation or test task
+    (``data/mbpp_train_leaks.json``, written by ``scripts/find_mbpp_leaks.py``; the rule is in
+    :mod:`rltf.leaks`' docstring). Sanitized MBPP keeps the task ids, so the list holds there too;
+    problems of other benchmarks pass through."""
     leaked = {int(leak["train"].rsplit("/", 1)[1]) for leak in json.loads(LEAKS_FILE.read_text())}
     return [p for p in problems if not (p.source in ("mbpp", "mbpp-sanitized") and _number(p) in leaked)]
+
+
+def held_out_twins(dataset: str) -> dict[str, list[str]]:
+    """The MBPP test and validation problems of ``dataset`` (ids as that dataset names them:
+    ``mbpp/296``, ``mbpp-plus/296``) that have a twin in MBPP train (``data/mbpp_train_leaks.json``),
+    with the train ids: what a model trained on the whole train split may have learnt the answer
+    of. Empty for other benchmarks."""
+    if dataset not in ("mbpp", "mbpp-sanitized", "mbpp-plus"):
+        return {}
+    twins: dict[str, list[str]] = {}
+    for leak in json.loads(LEAKS_FILE.read_text()):
+        twins.setdefault(f"{dataset}/{leak['held_out'].rsplit('/', 1)[1]}", []).append(leak["train"])
+    return twins
 
 
 def load_mbpp_sanitized(split: str | None = None, path: str | Path | None = None) -> list[Problem]:
@@ -395,6 +408,8 @@ class DatasetInfo:
     splits: dict[str, int]  # split -> number of problems (APPS: of the full dataset)
     loader: Callable[[str | None, str | Path | None], list[Problem]]
     needs_path: bool = False
+    file: str | None = None
+    """The vendored file under ``rltf/data`` (None: built in code, or read from a local copy)."""
 
     @property
     def size(self) -> int:
@@ -403,20 +418,29 @@ class DatasetInfo:
 
 DATASETS: dict[str, DatasetInfo] = {info.name: info for info in [
     DatasetInfo("mbpp", "MBPP full, CC-BY-4.0; split by task id", {"prompt": 10, "test": 500, "validation": 90,
-                                                                  "train": 374}, load_mbpp),
+                                                                  "train": 374}, load_mbpp, file="mbpp.jsonl.gz"),
     DatasetInfo("mbpp-sanitized", "MBPP hand-verified subset, CC-BY-4.0; split by task id",
-                {"prompt": 7, "test": 257, "validation": 43, "train": 120}, load_mbpp_sanitized),
+                {"prompt": 7, "test": 257, "validation": 43, "train": 120}, load_mbpp_sanitized,
+                file="sanitized-mbpp.json.gz"),
     DatasetInfo("mbpp-plus", "MBPP+ v0.1.0 (EvalPlus), Apache-2.0 / CC-BY-4.0; MBPP's split by task id",
-                {"prompt": 7, "test": 239, "validation": 42, "train": 111}, load_mbpp_plus),
-    DatasetInfo("humaneval", "OpenAI HumanEval, MIT", {"test": 164}, load_humaneval),
+                {"prompt": 7, "test": 239, "validation": 42, "train": 111}, load_mbpp_plus, file="mbpp_plus.jsonl.gz"),
+    DatasetInfo("humaneval", "OpenAI HumanEval, MIT", {"test": 164}, load_humaneval, file="HumanEval.jsonl.gz"),
     DatasetInfo("apps", "APPS from a local copy (path=), MIT", {"train": 5000, "test": 5000}, load_apps,
                 needs_path=True),
-    DatasetInfo("apps-sample5", "5 raw APPS train problems, MIT", {"train": 5}, load_apps_sample5),
+    DatasetInfo("apps-sample5", "5 raw APPS train problems, MIT", {"train": 5}, load_apps_sample5,
+                file="APPS_train_sample5.jsonl.gz"),
     DatasetInfo("apps-selected150", "MapCoder's APPS subset (128 distinct train problems), MIT", {"train": 128},
-                load_apps_selected150),
+                load_apps_selected150, file="MapCoder_APPS_selected150.jsonl.gz"),
     DatasetInfo("synthetic", "one-line tasks built in code for the RL learning test (rltf.synthetic)",
                 {"train": 44, "heldout": 22}, load_synthetic),
 ]}
+
+
+def dataset_file(name: str) -> Path | None:
+    """The vendored file a registered dataset is read from (None for one built in code or read from
+    a local copy): what an evaluation's summary hashes."""
+    info = DATASETS.get(name)
+    return DATA_DIR / info.file if info and info.file else None
 
 
 def list_datasets() -> list[DatasetInfo]:

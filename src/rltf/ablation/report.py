@@ -1,5 +1,6 @@
 """The ablation's outputs: one row per (arm, eval target) with intervals and paired tests, the
-compute each run spent, ``ablation.md`` and ``ablation.png``."""
+spec's primary comparisons with their power, the compute each run spent, ``ablation.md`` and
+``ablation.png``. Every test is clustered by problem (:mod:`rltf.ablation.stats`)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from typing import Any
 import numpy as np
 
 from rltf.ablation.spec import EVAL_DIR, WARM_START, AblationSpec, finished_runs, run_dir, warm_start_evaluated
-from rltf.ablation.stats import bootstrap_mean, sign_test
+from rltf.ablation.stats import BOOTSTRAP_SEED, bootstrap_mean, holm, paired
+from rltf.config import load_config
+from rltf.datasets import held_out_twins
 from rltf.evaluation import SAMPLES, SUMMARY, cut_at_limit, per_problem_pass
-from rltf.train import read_metrics, read_samples
+from rltf.train import CONFIG, read_metrics, read_samples
+from rltf.train import SAMPLES as RUN_SAMPLES
 
 
 def compute_spent(directory: Path) -> dict[str, float]:
@@ -42,11 +46,13 @@ def finished_seeds(spec: AblationSpec, out: Path) -> dict[str, list[int]]:
 
 
 def summarize(spec: AblationSpec, out: Path) -> dict[str, Any]:
-    """One row per (arm, eval target): pass@1 per seed, their mean with a problems × seeds bootstrap
-    interval, and the paired difference against the reference arm (same seeds) with its interval
-    and sign test. Only finished runs count (:func:`finished_seeds`). With a warm start scored, its
-    row (``warm-start``, step 0) comes first, one model paired with every reference seed."""
-    seeds_of, rows = finished_seeds(spec, out), []
+    """One row per (arm, eval target): pass@1 per seed, their mean with a bootstrap interval over
+    problems, and the difference against the reference arm (same seeds), clustered by problem
+    (:func:`rltf.ablation.stats.paired`); the spec's primary comparisons on every target, with the
+    smallest difference each detects at 80 % power, and the other comparisons' Holm-adjusted
+    p-values. Only finished runs count (:func:`finished_seeds`). With a warm start scored, its row
+    (``warm-start``, step 0) comes first, one model paired with every reference seed."""
+    seeds_of, rows, comparisons = finished_seeds(spec, out), [], []
     scored = dict(seeds_of)
     if spec.warm_start and warm_start_evaluated(spec, out):
         scored = {WARM_START: [spec.warm_start.config().seed], **seeds_of}
@@ -54,31 +60,74 @@ def summarize(spec: AblationSpec, out: Path) -> dict[str, Any]:
         scores = {(arm, seed): per_problem_pass(run_dir(out, arm, seed) / EVAL_DIR / target.name / SAMPLES)
                   for arm, seeds in scored.items() for seed in seeds}
         problems = sorted(set.intersection(*(set(s) for s in scores.values())))
+        primary = [pair for pair in spec.primary if all(arm in scored for arm in pair)]
+        twins = set(held_out_twins(target.dataset))
+        clean = [p for p in problems if p not in twins]
+        for a, b in primary:
+            comparisons.append({
+                "a": a, "b": b, "dataset": target.name, **_versus(scores, scored, a, b, problems),
+                "without_twins": {"problems": len(clean), **_versus(scores, scored, a, b, clean)} if twins else None})
+        secondary: dict[str, float] = {}
         for arm, seeds in scored.items():
-            matrix, verdicts = np.array([[scores[arm, seed][p] for p in problems] for seed in seeds]), Counter()
+            verdicts: Counter = Counter()
             for seed in seeds:
                 verdicts.update(json.loads((run_dir(out, arm, seed) / EVAL_DIR / target.name / SUMMARY).read_text())
                                 ["category"])
-            paired = seeds_of[spec.reference] if arm == WARM_START else seeds  # one warm start against every seed
-            diff = matrix - np.array([[scores[spec.reference, seed][p] for p in problems] for seed in paired])
+            scores_of = _matrix(scores, arm, seeds, problems)
+            vs = _versus(scores, scored, arm, spec.reference, problems)
+            if arm != spec.reference and (arm, spec.reference) not in primary and (spec.reference, arm) not in primary:
+                secondary[arm] = vs["p_sign"]
             spent = [compute_spent(run_dir(out, arm, seed)) for seed in seeds]
             cut = sum(cut_at_limit(run_dir(out, arm, seed) / EVAL_DIR / target.name / SAMPLES) for seed in seeds)
             rows.append({
                 "arm": arm, "dataset": target.name, "problems": len(problems),
-                "runs": {str(seed): float(matrix[i].mean()) for i, seed in enumerate(seeds)},
-                "pass@1": float(matrix.mean()), "ci95": list(bootstrap_mean(matrix)),
-                "vs_reference": {"diff": float(diff.mean()), "ci95": list(bootstrap_mean(diff)),
-                                 "p": sign_test(diff), "better": int((diff > 0).sum()), "worse": int((diff < 0).sum())},
+                "runs": {str(seed): float(scores_of[i].mean()) for i, seed in enumerate(seeds)},
+                "pass@1": float(scores_of.mean()), "ci95": list(bootstrap_mean(scores_of)), "vs_reference": vs,
                 "verdicts": dict(verdicts.most_common()), "cut_at_limit": cut,
                 "compute_per_run": {k: sum(s[k] for s in spent) / len(spent) for k in spent[0]},
             })
+        for row in rows[-len(scored):]:
+            row["vs_reference"]["p_holm"] = holm(secondary).get(row["arm"])
     curves = {arm: _reward_curve(out, arm, seeds) for arm, seeds in seeds_of.items()}
     finished = len(finished_runs(spec, out))
-    return {"reference": spec.reference, "seeds": spec.seeds, "steps": spec.steps,
+    return {"reference": spec.reference, "seeds": spec.seeds, "steps": spec.steps, "bootstrap_seed": BOOTSTRAP_SEED,
             "runs_finished": finished, "runs_total": len(spec.arms) * len(spec.seeds), "rows": rows,
+            "primary": comparisons, "twins_sampled": twins_sampled(spec, out, seeds_of),
             "mbpp_plus_gap": plus_gap(spec, out, scored), "reward_curves": curves,
             "training_shift": [shift for arm, seeds in seeds_of.items()
                                if (shift := training_shift(spec, out, arm, seeds)) is not None]}
+
+
+def _matrix(scores: dict[tuple[str, int], dict[str, float]], arm: str, seeds: list[int],
+            problems: list[str]) -> np.ndarray:
+    """Seeds × problems pass fractions of one arm."""
+    return np.array([[scores[arm, seed][p] for p in problems] for seed in seeds])
+
+
+def _versus(scores: dict[tuple[str, int], dict[str, float]], scored: dict[str, list[int]], a: str, b: str,
+            problems: list[str]) -> dict[str, Any]:
+    """A − B on their shared seeds (a warm start, one model, against every seed of the other)."""
+    shared = [s for s in scored[a] if s in scored[b]]
+    seeds_a = scored[a] if WARM_START in (a, b) else shared
+    seeds_b = scored[b] if WARM_START in (a, b) else shared
+    return paired(_matrix(scores, a, seeds_a, problems), _matrix(scores, b, seeds_b, problems)).to_dict()
+
+
+def twins_sampled(spec: AblationSpec, out: Path,
+                  seeds_of: dict[str, list[int]]) -> dict[str, dict[str, list[str] | None]]:
+    """Per arm and seed, the MBPP held-out problems whose train twin (:func:`rltf.datasets.held_out_twins`)
+    the run's rollouts sampled: the runs whose RL term could have learnt a held-out answer (an empty
+    list for a run that sampled nothing, None where the run kept no ``samples.jsonl``)."""
+    twins = held_out_twins("mbpp")
+    found: dict[str, dict[str, list[str] | None]] = {}
+    for arm, seeds in seeds_of.items():
+        for seed in seeds:
+            directory = run_dir(out, arm, seed)
+            kept = (directory / RUN_SAMPLES).is_file() or not load_config(str(directory / CONFIG)).rollout.enabled
+            sampled = {r["problem_id"] for r in read_samples(directory)} if kept else None
+            found.setdefault(arm, {})[str(seed)] = None if sampled is None else sorted(
+                test for test, trains in twins.items() if sampled.intersection(trains))
+    return found
 
 
 def training_shift(spec: AblationSpec, out: Path, arm: str, seeds: list[int]) -> dict[str, Any] | None:
@@ -171,27 +220,31 @@ def markdown(summary: dict[str, Any]) -> str:
                "finished, and arms with none are not shown. " if done < total else "")
     warm = (f" `{WARM_START}` is the model every arm starts from (step 0): one model, paired with each of `{ref}`'s "
             "seeds; its compute is its own training." if any(r["arm"] == WARM_START for r in summary["rows"]) else "")
-    lines = [f"{partial}Greedy pass@1, mean over seeds (of {summary['seeds']}) with a 95 % bootstrap interval over "
-             f"problems and seeds; the difference against `{ref}` is paired by problem and seed (95 % bootstrap "
-             "interval, exact two-sided sign test). Verdicts: pass / wrong / runtime / compile / timeout, and the "
-             f"programs cut at the token limit, summed over seeds. Compute: per run, mean over seeds.{warm}", "",
-             *headline(summary), "",
-             "| arm | eval | pass@1 (95 % CI) | per seed | vs reference (95 % CI) | p | better / worse | verdicts | "
-             "cut at limit | programs sampled | tokens generated | tokens trained | steps | minutes |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"{partial}pass@1 (a problem's pass fraction over its samples; 0 or 1 when greedy), mean over seeds "
+             f"(of {summary['seeds']}) with a 95 % bootstrap interval over problems. Every difference is clustered by "
+             "problem: each problem's mean difference over seeds, then a bootstrap over problems (resampling seed "
+             f"{summary['bootstrap_seed']}) and an exact two-sided sign test over problems (better / worse count "
+             f"problems). Comparisons with `{ref}` that the spec does not name as primary carry Holm-adjusted "
+             "p-values. Verdicts: pass / wrong / runtime / compile / timeout, and the programs cut at the token "
+             f"limit, summed over seeds. Compute: per run, mean over seeds.{warm}", "",
+             *headline(summary), "", *primary_table(summary), "",
+             "| arm | eval | pass@1 (95 % CI) | per seed | vs reference (95 % CI) | p | p (Holm) | better / worse | "
+             "verdicts | cut at limit | programs sampled | tokens generated | tokens trained | steps | minutes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in summary["rows"]:
         low, high = row["ci95"]
         vs, spent, mix = row["vs_reference"], row["compute_per_run"], row["verdicts"]
         is_ref = row["arm"] == ref
         versus = "–" if is_ref else _points(vs["diff"], vs["ci95"])
-        p_value = "–" if is_ref else f"{vs['p']:.3g}"
+        p_value = "–" if is_ref else f"{vs['p_sign']:.3g}"
+        adjusted = "–" if vs.get("p_holm") is None else f"{vs['p_holm']:.3g}"
         counts = "–" if is_ref else f"{vs['better']} / {vs['worse']}"
         timeout = sum(v for k, v in mix.items() if "timeout" in k)
         shown = "/".join(str(mix.get(k, 0)) for k in ("pass", "fail", "error/runtime", "error/compile")) + f"/{timeout}"
-        cut = f"{row['cut_at_limit']} ({_pct(row['cut_at_limit'] / (row['problems'] * len(row['runs'])))} %)"
+        cut = f"{row['cut_at_limit']} ({_pct(row['cut_at_limit'] / max(sum(mix.values()), 1))} %)"
         lines.append(f"| {row['arm']} | {row['dataset']} ({row['problems']}) | {_pct(row['pass@1'])} ({_pct(low)}, "
                      f"{_pct(high)}) | {', '.join(_pct(v) for v in row['runs'].values())} | {versus} | "
-                     f"{p_value} | {counts} | {shown} | {cut} | "
+                     f"{p_value} | {adjusted} | {counts} | {shown} | {cut} | "
                      f"{spent['samples']:.0f} | {spent['gen_tokens']:.0f} | {spent['train_tokens']:.0f} | "
                      f"{spent['steps']:.0f} | {spent['wall_s'] / 60:.1f} |")
     if summary.get("mbpp_plus_gap"):
@@ -221,7 +274,43 @@ def markdown(summary: dict[str, Any]) -> str:
             lines.append(f"| {row['arm']} | {' | '.join(moved)} | {_num(row['importance_ratio_mean'], '.3f')} | "
                          f"{_num(row['kl_behaviour_current'], '.4f')} | {run['groups_with_pass']:.1f} of "
                          f"{run['groups']:.0f} ({run['passing_programs']:.1f} passing programs) |")
+    if any(any(seeds.values()) for seeds in summary.get("twins_sampled", {}).values()):
+        lines += ["", "Held-out problems whose MBPP-train twin a run's rollouts sampled (`not recorded`: the run kept "
+                  "no samples file). A warm start trained on its split's references trained on every twin that split "
+                  "holds.", "", "| arm | per seed |", "|---|---|"]
+        for arm, seeds in summary["twins_sampled"].items():
+            lines.append(f"| {arm} | " + "; ".join(
+                f"seed {seed}: {'not recorded' if found is None else ', '.join(found) or '–'}"
+                for seed, found in seeds.items()) + " |")
     return "\n".join(lines) + "\n"
+
+
+def primary_table(summary: dict[str, Any]) -> list[str]:
+    """The comparisons the spec was run for: the clustered test, the seed-level view, the smallest
+    difference the design detects at 80 % power, and the same test without the test problems
+    that have a twin in MBPP train."""
+    if not summary.get("primary"):
+        return []
+    lines = ["Primary comparisons (the spec's `primary`: what the ablation was run to decide; not adjusted). "
+             "Power: the smallest true difference this design detects at 80 % power with a two-sided 5 % test, "
+             "from the observed spread of the per-problem differences. Per seed: A − B on each seed with a "
+             "t-interval over seeds. "
+             "The naive p treats every (problem, seed) pair as an independent problem; it is shown only to say how "
+             "much that overstates significance. Without twins: the same test with the test problems that have a "
+             "twin in MBPP train left out.", "",
+             "| A − B | eval | difference (95 % CI) | sign test p | Wilcoxon p | better / worse problems | "
+             "detectable at 80 % | per seed (t 95 % CI) | naive p | without twins |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in summary["primary"]:
+        seeds = ", ".join(f"{100 * x:+.1f}" for x in c["per_seed"])
+        seed_ci = "" if c["seed_ci95"] is None else f" ({100 * c['seed_ci95'][0]:+.1f}, {100 * c['seed_ci95'][1]:+.1f})"
+        clean = c.get("without_twins")
+        twin_free = "–" if not clean else f"{_points(clean['diff'], clean['ci95'])}, p {clean['p_sign']:.3g} " \
+            f"({clean['problems']} problems)"
+        lines.append(f"| {c['a']} − {c['b']} | {c['dataset']} | {_points(c['diff'], c['ci95'])} | {c['p_sign']:.3g} | "
+                     f"{c['p_wilcoxon']:.3g} | {c['better']} / {c['worse']} | {100 * c['detectable']:.1f} points | "
+                     f"{seeds}{seed_ci} | {c['naive_p_sign']:.3g} | {twin_free} |")
+    return lines
 
 
 def headline(summary: dict[str, Any]) -> list[str]:

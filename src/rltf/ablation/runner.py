@@ -172,11 +172,11 @@ def run_one(spec: AblationSpec, out: Path, arm: str, seed: int) -> None:
         for target in spec.eval:
             problems = load_problem_set(target.dataset, target.split, None, target.limit)
             settings = EvalSettings(target.dataset, target.split, f"{arm}/seed-{seed}@step-{steps}",
-                                    policy.style, n=1, temperature=0.0, top_p=1.0,
+                                    policy.style, n=target.n, temperature=target.temperature, top_p=target.top_p,
                                     max_new_tokens=config.eval.max_new_tokens, seed=seed,
                                     batch_size=config.eval.batch_size, engine=engine.label)
-            summary = evaluate(engine, policy, problems, judge, directory / EVAL_DIR / target.name, settings, ks=(1,),
-                               show_progress=False)
+            summary = evaluate(engine, policy, problems, judge, directory / EVAL_DIR / target.name, settings,
+                               ks=[k for k in (1, 10) if k <= target.n], show_progress=False)
             evals[target.name] = summary["pass_at_k"]["1"]
     result = {"arm": arm, "seed": seed, "steps": steps, "cpus": sorted(os.sched_getaffinity(0)),
               "torch_threads": _torch_threads(), "evals": evals, "warm_start_loss": warm_start_losses(spec, out)}

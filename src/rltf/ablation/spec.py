@@ -21,15 +21,25 @@ can amplify: bf16 autocast gave 2.6 % at step 2 on another EPYC, hence a float32
 
 @dataclass(frozen=True)
 class EvalTarget:
-    """A held-out set every run is scored on: greedy pass@1 of its last checkpoint."""
+    """A held-out set every run is scored on with its last checkpoint: greedy pass@1 by default, or
+    ``n`` samples per problem at ``temperature`` (each problem scored by its pass fraction)."""
 
     dataset: str
     split: str | None = None
     limit: int | None = None
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or (self.n > 1) != (self.temperature > 0):
+            raise ConfigError(f"eval target {self.dataset}: n > 1 goes with temperature > 0, greedy with n 1")
 
     @property
     def name(self) -> str:
-        return self.dataset + (f"-{self.split}" if self.split else "") + (f"-first{self.limit}" if self.limit else "")
+        sampled = f"-t{self.temperature:g}-n{self.n}" if self.temperature > 0 else ""
+        return (self.dataset + (f"-{self.split}" if self.split else "") + (f"-first{self.limit}" if self.limit else "")
+                + sampled)
 
 
 @dataclass(frozen=True)
@@ -60,8 +70,14 @@ class AblationSpec:
     parallel: int | None = None
     """Runs at once; default: as many as the cores this process may use hold ``threads`` each."""
     warm_start: WarmStart | None = None
+    primary: list[tuple[str, ...]] = field(default_factory=list)
+    """The comparisons (A, B) the ablation is run for, named before it runs: reported unadjusted;
+    every other comparison with the reference gets a Holm-adjusted p-value."""
 
     def __post_init__(self) -> None:
+        for pair in self.primary:
+            if len(pair) != 2 or not all(arm in self.arms or arm == WARM_START for arm in pair) or pair[0] == pair[1]:
+                raise ConfigError(f"primary comparison {list(pair)} must name two different arms")
         if not self.arms or not self.seeds or not self.eval:
             raise ConfigError("an ablation spec needs at least one arm, one seed and one eval target")
         if self.reference not in self.arms:
@@ -95,7 +111,8 @@ def load_spec(path: str | Path) -> AblationSpec:
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: an ablation spec is a mapping")
-    known = {"base", "arms", "seeds", "steps", "reference", "eval", "overrides", "threads", "parallel", "warm_start"}
+    known = {"base", "arms", "seeds", "steps", "reference", "eval", "overrides", "threads", "parallel", "warm_start",
+             "primary"}
     if unknown := set(data) - known:
         raise ConfigError(f"{path}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
     try:
@@ -108,7 +125,8 @@ def load_spec(path: str | Path) -> AblationSpec:
                             reference=str(data["reference"]), eval=targets,
                             overrides=[str(o) for o in data.get("overrides") or []],
                             threads=int(data.get("threads", 1)), parallel=data.get("parallel"),
-                            warm_start=warm_start)
+                            warm_start=warm_start,
+                            primary=[tuple(str(arm) for arm in pair) for pair in data.get("primary") or []])
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
