@@ -30,10 +30,13 @@ rows the whole call draws in one process (HF's sampling depends on the batch). A
 makes the random model's next-token distributions peaked: near-uniform ones (the default 0.02) turn
 float rounding, which depends on how many rows llama.cpp decodes together, into other sampled tokens."""
 
-TOLERANCE = 2e-5
-"""Largest parameter difference allowed after 3 steps at lr 1e-3 (measured: 5.2e-6 with DDP, 9.3e-6 with
-FSDP, against 3.7e-3 moved from the initial weights): the ranks' gradients are summed in another
-order than one process accumulates them (float rounding, ~1e-7 relative)."""
+TOLERANCE = 3e-4
+"""Largest parameter difference allowed after 3 steps at lr 1e-3, against 3.7e-3 moved from the initial
+weights. A rank packs its own share of the step's sequences, one process all of them, so the gradient
+sums in another order (float rounding, 2e-6 relative in step 1's gradient norm); Adam's sign-like
+first steps amplify that on this wide-initialised model: one process, the same step with and without
+shared prompts, ends 1.1e-4 apart (2 ranks against one process: 1.2e-4 with DDP). Before packing,
+when both ran the same micro-batches, it was 5.2e-6."""
 
 
 def _params(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -77,11 +80,14 @@ def _assert_same_run(reference: Path, run_dir: Path) -> float:
     ours, theirs = read_metrics(reference), read_metrics(run_dir)
     assert [r["step"] for r in theirs] == list(range(1, STEPS + 1))
     for a, b in zip(ours, theirs):
-        for key in ("verdicts", "samples_new", "gen_tokens", "train_tokens", "buffer_size", "reward_mean",
-                    "staleness_mean"):
+        for key in ("verdicts", "samples_new", "gen_tokens", "buffer_size", "reward_mean", "staleness_mean"):
             assert a[key] == b[key], (a["step"], key)
+        # tokens fed are a cost, not the update: one process shares a prompt across the whole step, a rank its share
+        assert b["train_tokens"] >= a["train_tokens"]
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-6)
-        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+        # packed micro-batches sum in another order on 2 ranks; the wide initialisation amplifies that rounding
+        # step by step (one process, shared against unshared prompts: 2e-6, 6e-5, 2e-4 relative at steps 1-3)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5 if a["step"] == 1 else 1e-3)
     a, b = _params(reference), _params(run_dir)
     assert a.keys() == b.keys()
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)

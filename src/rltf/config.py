@@ -146,6 +146,21 @@ class OptimConfig:
     """How the RL term averages its token terms: over the tokens of each micro-batch (the original's;
     long completions weigh more), over each micro-batch's sequences (each sequence's token mean), or
     over all the step's RL tokens (independent of how they are split into micro-batches)."""
+    micro_batch_tokens: int = 4096
+    """What one forward and backward runs on: rows packed with sequences (:mod:`rltf.train.packing`),
+    as many rows as fit this many padded tokens. ``micro_batch`` still fixes the loss (each
+    micro-batch's token mean), so the budget changes speed and memory, not the update."""
+    pack_row_tokens: int = 2048
+    """The longest packed row (at least ``max_seq_len``): attention is quadratic in it."""
+    share_prompts: bool = True
+    """Run a prompt once for every sequence of the step that shares it (a group's samples, and a
+    reference of the same problem), with the prompt's gradient summed over them: exact, and the
+    prompt is most of an MBPP sequence."""
+
+    def __post_init__(self) -> None:
+        if not self.max_seq_len <= self.pack_row_tokens <= self.micro_batch_tokens:
+            raise ConfigError(f"optim needs max_seq_len ({self.max_seq_len}) <= pack_row_tokens "
+                              f"({self.pack_row_tokens}) <= micro_batch_tokens ({self.micro_batch_tokens})")
 
 
 @dataclass

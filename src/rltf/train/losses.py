@@ -147,32 +147,41 @@ def weighted_nll(logp: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return -(weights * logp).mean()
 
 
-def policy_loss(logp: torch.Tensor, returns: torch.Tensor, behaviour: torch.Tensor | None, kind: str = "none",
+def token_terms(logp: torch.Tensor, returns: torch.Tensor, behaviour: torch.Tensor | None, kind: str = "none",
                 clip_eps: float = 0.2, tis_cap: float = 2.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The RL term over a micro-batch's tokens (token mean), importance-corrected by ``kind`` (see
-    :class:`rltf.config.OptimConfig.importance`), and its diagnostics: the mean ratio ρ_t, the
-    fraction of tokens whose ratio is clipped, and KL(behaviour‖current) estimated by mean(ρ - 1 - log ρ)
-    (unbiased on tokens drawn from the behaviour policy, never negative). ``none`` reports the ratio
-    and KL too (how far off-policy the uncorrected update is); ``behaviour`` None (samples without
-    stored log-probs) allows ``none`` only, without diagnostics.
-
-    Every kind has the same gradient, -r_t·∇log π_θ(w_t), where the learner is the behaviour policy (ρ = 1).
-    """
-    if logp.numel() == 0 or (behaviour is None and kind == "none"):
-        return weighted_nll(logp, returns), {}
+    """The RL term of each token (their mean over a micro-batch is :func:`policy_loss`) and the
+    diagnostics: the mean ratio ρ_t, the fraction of tokens whose ratio is clipped, and
+    KL(behaviour‖current) estimated by mean(ρ - 1 - log ρ). A token whose return is 0 has term 0
+    under every correction, which is why a sample of zero returns needs no forward at all."""
     if behaviour is None:
-        raise ValueError(f"importance correction {kind!r} needs the behaviour log-probs")
+        if kind != "none":
+            raise ValueError(f"importance correction {kind!r} needs the behaviour log-probs")
+        return -(returns * logp), {}
     log_ratio = logp - behaviour
     ratio = torch.exp(log_ratio)
     stats = {"ratio": ratio.detach().mean(), "kl": (ratio - 1 - log_ratio).detach().mean()}
     if kind == "none":
-        return weighted_nll(logp, returns), stats
+        return -(returns * logp), stats
     if kind == "ppo_clip":
         clipped = ratio.clamp(1 - clip_eps, 1 + clip_eps)
         stats["clipped"] = (ratio.detach() != clipped.detach()).float().mean()
-        return -torch.minimum(ratio * returns, clipped * returns).mean(), stats
+        return -torch.minimum(ratio * returns, clipped * returns), stats
     if kind == "tis":
         stats["clipped"] = (ratio.detach() > tis_cap).float().mean()
-        return weighted_nll(logp, ratio.detach().clamp(max=tis_cap) * returns), stats
+        return -(ratio.detach().clamp(max=tis_cap) * returns * logp), stats
     raise ValueError(f"unknown importance correction {kind!r}")
 
+
+def policy_loss(logp: torch.Tensor, returns: torch.Tensor, behaviour: torch.Tensor | None, kind: str = "none",
+                clip_eps: float = 0.2, tis_cap: float = 2.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The RL term over a micro-batch's tokens (token mean), importance-corrected by ``kind`` (see
+    :class:`rltf.config.OptimConfig.importance`), and its diagnostics (:func:`token_terms`).
+    ``none`` reports the ratio and KL too (how far off-policy the uncorrected update is);
+    ``behaviour`` None (samples without stored log-probs) allows ``none`` only, without diagnostics.
+
+    Every kind has the same gradient, -r_t·∇log π_θ(w_t), where the learner is the behaviour policy (ρ = 1).
+    """
+    if logp.numel() == 0:
+        return weighted_nll(logp, returns), {}
+    terms, stats = token_terms(logp, returns, behaviour, kind, clip_eps, tis_cap)
+    return terms.mean(), stats

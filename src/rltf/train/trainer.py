@@ -60,11 +60,9 @@ from rltf.train.losses import (
     TrainItem,
     collate,
     kept_target_tokens,
-    policy_loss,
-    sequence_factors,
     target_logprobs,
-    weighted_nll,
 )
+from rltf.train.packing import Weighted, build, order, packed_logprobs, plan, weigh, weighted_loss
 from rltf.train.report import log_scalars, progress_text, read_metrics
 from rltf.train.rollout import Actor, JudgeService, Prompts, Rollout, mean_or_none, stable_seed
 
@@ -531,10 +529,16 @@ class Trainer:
         """One optimizer step over the global batch: ``grad_accum`` pairs of an RL micro-batch and an
         SL micro-batch per rank.
 
+        Each micro-batch's normaliser (its token mean, divided by ``grad_accum``) becomes a scale
+        on each of its sequences, so the step's loss is ``Σ scale · Σ_t term_t`` whatever runs
+        together: the rank's sequences are then packed by token budget with shared prompts run
+        once (:mod:`rltf.train.packing`), and samples whose returns are all zero, whose terms are
+        zero under every importance correction, are not run at all.
+
         Every rank draws the whole batch (same buffer, same RNGs) and trains on its contiguous share
-        of the pairs; DDP averages the gradients at the rank's last backward (the others run under
-        ``no_sync``). Each loss is divided by ``grad_accum``, so the average over N ranks is the
-        one-process mean over N x ``grad_accum`` pairs.
+        of the pairs; gradients are exchanged at the rank's last backward (the others run under
+        ``no_sync``), after every rank has run as many forwards as the busiest one (FSDP's forward is
+        a collective). The average over N ranks is the one-process step over N x ``grad_accum`` pairs.
         """
         opt = self.config.optim
         started = time.perf_counter()
@@ -547,31 +551,14 @@ class Trainer:
         kept = [[self._kept(s) for s in samples] for samples in drawn]
         step_tokens = sum(map(sum, kept))
         share = range(self.rank * opt.grad_accum, (self.rank + 1) * opt.grad_accum)
-        jobs = [(kind, i) for i in share for kind, batch in (("rl", drawn[i]), ("sl", references[i])) if batch]
-        local: dict[str, Any] = {"rl": [], "sl": [], "staleness": [], "tokens": 0, "diagnostics": {}}
-        for n, (kind, i) in enumerate(jobs):
-            last = n == len(jobs) - 1
-            with self._grad_sync(last):
-                if kind == "rl":
-                    samples = drawn[i]
-                    factors = sequence_factors(kept[i], opt.loss_aggregation, step_tokens, pairs)
-                    logp, returns, behaviour, tokens = self._logprobs(
-                        [TrainItem(s.prompt_ids, s.completion_ids, [c * r for r in s.returns], s.logprobs)
-                         for s, c in zip(samples, factors)], self.learner)
-                    stored = all(s.logprobs for s in samples)
-                    loss, stats = policy_loss(logp, returns, behaviour if stored else None, opt.importance,
-                                              opt.clip_eps, opt.tis_cap)
-                    (opt.rl_weight * loss / opt.grad_accum).backward()
-                    local["rl"].append(loss.item())
-                    for key, value in stats.items():
-                        local["diagnostics"].setdefault(key, []).append(value.item())
-                    local["staleness"].extend(self.step - s.policy_version for s in samples)
-                else:
-                    logp, weights, _, tokens = self._logprobs(references[i], self.learner)
-                    loss = weighted_nll(logp, weights)
-                    (opt.sl_weight * loss / opt.grad_accum).backward()
-                    local["sl"].append(loss.item())
-                local["tokens"] += tokens
+        weighted, skipped = weigh(
+            [[TrainItem(s.prompt_ids, s.completion_ids, s.returns, s.logprobs) for s in drawn[i]] for i in share],
+            [references[i] for i in share], rl_weight=opt.rl_weight, sl_weight=opt.sl_weight,
+            grad_accum=opt.grad_accum, ranks=self.ranks, aggregation=opt.loss_aggregation, importance=opt.importance,
+            step_tokens=step_tokens, max_len=opt.max_seq_len, encoder_decoder=self.policy.is_encoder_decoder)
+        local = self._backward(weighted)
+        local["staleness"] = [self.step - s.policy_version for i in share for s in drawn[i]]
+        local["skipped"] = skipped
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, opt.max_grad_norm if opt.max_grad_norm > 0
                                                    else math.inf).item()
         lr = self.optimizer.param_groups[0]["lr"]
@@ -584,19 +571,78 @@ class Trainer:
             from accelerate.utils import gather_object
 
             parts = gather_object([local])
-        rl, sl = [x for p in parts for x in p["rl"]], [x for p in parts for x in p["sl"]]
         staleness, tokens = [x for p in parts for x in p["staleness"]], sum(p["tokens"] for p in parts)
         diagnostics = {key: [x for p in parts for x in p["diagnostics"].get(key, [])]
                        for key in ("ratio", "clipped", "kl")}
-        loss_rl, loss_sl = mean_or_none(rl), mean_or_none(sl)
-        return {"loss": opt.rl_weight * (loss_rl or 0.0) + opt.sl_weight * (loss_sl or 0.0),
-                "loss_rl": loss_rl, "loss_sl": loss_sl, "lr": lr, "grad_norm": grad_norm,
+        # each rank's parts sum to its weight times its mean micro-batch loss: the mean over ranks, unweighted
+        loss_rl = sum(p["loss_rl"] for p in parts) / (self.ranks * opt.rl_weight) if opt.rl_weight and any(drawn) \
+            else None
+        loss_sl = sum(p["loss_sl"] for p in parts) / (self.ranks * opt.sl_weight) \
+            if opt.sl_weight and any(references) else None
+        samples = sum(map(len, drawn))
+        return {"loss": opt.rl_weight * (loss_rl or 0.0) + opt.sl_weight * (loss_sl or 0.0), "loss_rl": loss_rl,
+                "loss_sl": loss_sl, "lr": lr,
+                "grad_norm": grad_norm,
                 "staleness_mean": mean_or_none(staleness), "staleness_max": max(staleness, default=None),
-                "train_tokens": tokens,
+                "train_tokens": tokens, "train_forwards": sum(p["forwards"] for p in parts),
+                "samples_skipped_zero_weight": sum(p["skipped"] for p in parts),
+                "samples_skipped_frac": sum(p["skipped"] for p in parts) / samples if samples else None,
                 "importance_ratio_mean": mean_or_none(diagnostics["ratio"]),
                 "importance_clip_frac": mean_or_none(diagnostics["clipped"]),
                 "kl_behaviour_current": mean_or_none(diagnostics["kl"]),
                 "time_train_s": elapsed, "tokens_per_s_train": tokens / elapsed if elapsed else None}
+
+    def _backward(self, weighted: Sequence[Weighted]) -> dict[str, Any]:
+        """Forward and backward of the rank's weighted sequences, micro-batch by micro-batch; the
+        loss terms (each already divided by its micro-batch's normaliser and ``grad_accum``) and the
+        importance diagnostics of the sequences that ran."""
+        opt = self.config.optim
+        items = [w.item for w in weighted]
+        if self.policy.is_encoder_decoder:  # no packing for encoder-decoders: a padded micro-batch each
+            batches = [[[((), [i])]] for i in range(len(items))]
+        else:
+            batches = plan(items, opt.max_seq_len, opt.micro_batch_tokens, opt.pack_row_tokens, opt.share_prompts)
+        runs = len(batches)
+        if self.ranks > 1:  # every rank runs as many forwards as the busiest (FSDP's forward is a collective)
+            count = torch.tensor([runs], device=self.model.device)
+            torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MAX)
+            runs = int(count.item())
+        local: dict[str, Any] = {"loss_rl": 0.0, "loss_sl": 0.0, "tokens": 0, "forwards": runs, "diagnostics": {}}
+        for n in range(runs):
+            with self._grad_sync(n == runs - 1):
+                if n >= len(batches):  # an idle rank's share of the collective: a zero-weighted forward
+                    self._idle_forward()
+                    continue
+                members = [weighted[i] for i in order(batches[n])]
+                with self._autocast():
+                    if self.policy.is_encoder_decoder:
+                        logp, weights, behaviour, tokens = self._logprobs([members[0].item], self.learner)
+                        owner = torch.zeros(len(logp), dtype=torch.long)
+                    else:
+                        batch = build(batches[n], items, opt.max_seq_len, self.policy.tokenizer.pad_token_id)
+                        logp = packed_logprobs(self.learner, batch)
+                        owner, weights, behaviour, tokens = batch.owner, batch.weights, batch.behaviour, batch.tokens
+                loss, parts, diagnostics = weighted_loss(logp, owner, weights, behaviour, members, opt.clip_eps,
+                                                         opt.tis_cap)
+                loss.backward()
+                local["loss_rl"] += parts["rl"]
+                local["loss_sl"] += parts["sl"]
+                for key, values in diagnostics.items():
+                    local["diagnostics"].setdefault(key, []).extend(values)
+                local["tokens"] += tokens
+        return local
+
+    def _idle_forward(self) -> None:
+        """A forward and backward that changes nothing: a rank with fewer micro-batches than another
+        still takes part in each collective."""
+        token = self.policy.tokenizer.eos_token_id or 0
+        item = TrainItem([token], [token], [0.0])
+        if self.policy.is_encoder_decoder:
+            logp = self._logprobs([item], self.learner)[0]
+        else:
+            logp = packed_logprobs(self.learner, build([[((token,), [0])]], [item], self.config.optim.max_seq_len,
+                                                       self.policy.tokenizer.pad_token_id))
+        (logp.sum() * 0.0).backward()
 
     def _maybe_eval(self, engine: Engine, judge: JudgeService, writer: Any, progress: Any) -> None:
         cfg, step = self.config.eval, self.step
