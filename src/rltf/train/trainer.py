@@ -550,6 +550,8 @@ class Trainer:
         references = [self._sl_items(opt.micro_batch) if opt.sl_weight else [] for _ in range(pairs)]
         kept = [[self._kept(s) for s in samples] for samples in drawn]
         step_tokens = sum(map(sum, kept))
+        if self.config.log.learner_batches and self.is_main:
+            self._record_batches(drawn, references)
         share = range(self.rank * opt.grad_accum, (self.rank + 1) * opt.grad_accum)
         weighted, skipped = weigh(
             [[TrainItem(s.prompt_ids, s.completion_ids, s.returns, s.logprobs) for s in drawn[i]] for i in share],
@@ -591,6 +593,17 @@ class Trainer:
                 "importance_clip_frac": mean_or_none(diagnostics["clipped"]),
                 "kl_behaviour_current": mean_or_none(diagnostics["kl"]),
                 "time_train_s": elapsed, "tokens_per_s_train": tokens / elapsed if elapsed else None}
+
+    def _record_batches(self, drawn: list[list[Sample]], references: list[list[TrainItem]]) -> None:
+        """Append this step's micro-batches to ``learner_batches.jsonl`` (``log.learner_batches``)."""
+        record = {"step": self.step + 1, "optim": dataclasses.asdict(self.config.optim),
+                  "rl": [[{"prompt_ids": list(s.prompt_ids), "target_ids": list(s.completion_ids),
+                           "weights": list(s.returns), "behaviour": list(s.logprobs)} for s in samples]
+                         for samples in drawn],
+                  "sl": [[{"prompt_ids": list(it.prompt_ids), "target_ids": list(it.target_ids)} for it in items]
+                         for items in references]}
+        with (self.run_dir / "learner_batches.jsonl").open("a", encoding="utf-8") as sink:
+            sink.write(json.dumps(record) + "\n")
 
     def _backward(self, weighted: Sequence[Weighted]) -> dict[str, Any]:
         """Forward and backward of the rank's weighted sequences, micro-batch by micro-batch; the
