@@ -79,11 +79,9 @@ def packed(model: Any, step: dict[str, Any], share: bool = True, skip: bool = Tr
     opt = step["optim"]
     kept = sum(min(len(it.target_ids), opt["max_seq_len"] - min(len(it.prompt_ids), opt["max_seq_len"] - 1))
                for batch in step["rl"] for it in batch)
-    rl = step["rl"] if skip else [[TrainItem(it.prompt_ids, it.target_ids, [r or 1e-30 for r in it.weights],
-                                             it.behaviour) for it in batch] for batch in step["rl"]]
-    weighted, _ = weigh(rl, step["sl"], rl_weight=opt["rl_weight"], sl_weight=opt["sl_weight"],
+    weighted, _ = weigh(step["rl"], step["sl"], rl_weight=opt["rl_weight"], sl_weight=opt["sl_weight"],
                         grad_accum=opt["grad_accum"], ranks=1, aggregation=opt["loss_aggregation"],
-                        importance=opt["importance"], step_tokens=kept, max_len=opt["max_seq_len"])
+                        importance=opt["importance"], step_tokens=kept, max_len=opt["max_seq_len"], skip_zero=skip)
     items, tokens = [w.item for w in weighted], 0
     for rows in plan(items, opt["max_seq_len"], opt.get("micro_batch_tokens", 4096), opt.get("pack_row_tokens", 1024),
                      share):

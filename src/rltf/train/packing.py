@@ -61,13 +61,14 @@ class Packed:
 
 def weigh(rl: Sequence[Sequence[TrainItem]], sl: Sequence[Sequence[TrainItem]], *, rl_weight: float,
           sl_weight: float, grad_accum: int, ranks: int, aggregation: str, importance: str, step_tokens: int,
-          max_len: int, encoder_decoder: bool = False) -> tuple[list[Weighted], int]:
+          max_len: int, encoder_decoder: bool = False, skip_zero: bool = True) -> tuple[list[Weighted], int]:
     """A rank's micro-batches (RL items: returns as weights, the engine's log-probs as behaviour;
     SL items: references) as weighted sequences, each micro-batch's normaliser folded into its
     sequences' scale: ``rl_weight · policy_loss / grad_accum`` of a micro-batch, and the same for
     the SL term, are the sums of their sequences' ``scale · Σ_t term_t``. Samples whose returns
-    are all zero are left out (their terms are zero; the normaliser still counts their tokens).
-    Returns them and how many samples were left out."""
+    are all zero are left out (their terms are zero; the normaliser still counts their tokens)
+    unless ``skip_zero`` is off (to measure what skipping saves). Returns them and how many samples
+    were left out."""
     weighted: list[Weighted] = []
     skipped = 0
     for samples, references in zip(rl, sl, strict=True):
@@ -78,7 +79,7 @@ def weigh(rl: Sequence[Sequence[TrainItem]], sl: Sequence[Sequence[TrainItem]], 
             stored = all(it.behaviour for it in samples)  # else no diagnostics, and only importance "none"
             for item, factor in zip(samples, factors):
                 returns = [factor * r for r in item.weights]
-                if any(returns):
+                if any(returns) or not skip_zero:
                     weighted.append(Weighted(TrainItem(item.prompt_ids, item.target_ids, returns,
                                                        item.behaviour if stored else ()), scale, importance))
                 else:
