@@ -361,7 +361,8 @@ def _append(sink: Any, records: list[dict[str, Any]], new: list[dict[str, Any]])
     """Write a chunk's records, each with its problem's pass fraction over every sample judged so
     far (a chunk holds all of a problem's samples, so the fraction is final when written)."""
     records.extend(new)
-    counts = _pass_counts(r for r in records if r["problem_id"] in {x["problem_id"] for x in new})
+    chunk = {x["problem_id"] for x in new}
+    counts = _pass_counts(r for r in records if r["problem_id"] in chunk)
     for record in new:
         n, c = counts[record["problem_id"]]
         record["problem_pass_fraction"] = c / n
