@@ -35,7 +35,15 @@ from typing import Any
 import torch
 
 from rltf.models import DEFAULT_MODEL, Policy
-from rltf.train.losses import TrainItem, collate, policy_loss, sequence_factors, target_logprobs, weighted_nll
+from rltf.train.losses import (
+    TrainItem,
+    collate,
+    kept_target_tokens,
+    policy_loss,
+    sequence_factors,
+    target_logprobs,
+    weighted_nll,
+)
 from rltf.train.packing import build, order, packed_logprobs, plan, weigh, weighted_loss
 
 STEPS_DIR = Path(__file__).parent / "learner"
@@ -51,8 +59,8 @@ def load_step(name: str) -> dict[str, Any]:
 def reference(model: Any, step: dict[str, Any]) -> int:
     """Forward and backward of every micro-batch as the learner ran them before packing."""
     opt, tokens = step["optim"], 0
-    kept = [[min(len(it.target_ids), opt["max_seq_len"] - min(len(it.prompt_ids), opt["max_seq_len"] - 1))
-             for it in batch] for batch in step["rl"]]
+    kept = [[kept_target_tokens(len(it.prompt_ids), len(it.target_ids), opt["max_seq_len"], False) for it in batch]
+            for batch in step["rl"]]
     step_tokens = sum(map(sum, kept))
     for batch, sizes, references in zip(step["rl"], kept, step["sl"], strict=True):
         if batch:
@@ -77,7 +85,7 @@ def reference(model: Any, step: dict[str, Any]) -> int:
 def packed(model: Any, step: dict[str, Any], share: bool = True, skip: bool = True) -> int:
     """The trainer's packed path (:meth:`rltf.train.Trainer._backward`)."""
     opt = step["optim"]
-    kept = sum(min(len(it.target_ids), opt["max_seq_len"] - min(len(it.prompt_ids), opt["max_seq_len"] - 1))
+    kept = sum(kept_target_tokens(len(it.prompt_ids), len(it.target_ids), opt["max_seq_len"], False)
                for batch in step["rl"] for it in batch)
     weighted, _ = weigh(step["rl"], step["sl"], rl_weight=opt["rl_weight"], sl_weight=opt["sl_weight"],
                         grad_accum=opt["grad_accum"], ranks=1, aggregation=opt["loss_aggregation"],

@@ -9,11 +9,23 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rltf.train.losses import TrainItem, collate, policy_loss, sequence_factors, target_logprobs, weighted_nll
+from rltf.train.losses import (
+    TrainItem,
+    collate,
+    kept_target_tokens,
+    policy_loss,
+    sequence_factors,
+    target_logprobs,
+    weighted_nll,
+)
 from rltf.train.packing import build, order, packed_logprobs, plan, weigh, weighted_loss
 
 MAX_LEN = 40
 GRAD_ACCUM = 2
+
+
+def kept(item: TrainItem) -> int:
+    return kept_target_tokens(len(item.prompt_ids), len(item.target_ids), MAX_LEN, False)
 
 
 def tiny_model() -> LlamaForCausalLM:
@@ -47,10 +59,10 @@ def step_batches(seed: int, stored: bool = True) -> tuple[list[list[TrainItem]],
 def reference_step(model: torch.nn.Module, rl: list[list[TrainItem]], sl: list[list[TrainItem]], aggregation: str,
                    importance: str) -> float:
     """The per-micro-batch path: each micro-batch padded, its token-mean loss over grad_accum."""
-    kept = [[min(len(it.target_ids), MAX_LEN - min(len(it.prompt_ids), MAX_LEN - 1)) for it in batch] for batch in rl]
-    step_tokens = sum(map(sum, kept))
+    tokens = [[kept(it) for it in batch] for batch in rl]
+    step_tokens = sum(map(sum, tokens))
     total = 0.0
-    for batch, sizes, references in zip(rl, kept, sl, strict=True):
+    for batch, sizes, references in zip(rl, tokens, sl, strict=True):
         factors = sequence_factors(sizes, aggregation, step_tokens, GRAD_ACCUM)
         scaled = [TrainItem(it.prompt_ids, it.target_ids, [f * r for r in it.weights], it.behaviour)
                   for it, f in zip(batch, factors, strict=True)]
@@ -67,9 +79,9 @@ def reference_step(model: torch.nn.Module, rl: list[list[TrainItem]], sl: list[l
 def packed_step(model: torch.nn.Module, rl: list[list[TrainItem]], sl: list[list[TrainItem]], aggregation: str,
                 importance: str, share: bool, batch_tokens: int) -> tuple[float, int, int]:
     """The trainer's path: weigh, plan, build, forward, weighted loss, one backward per micro-batch."""
-    kept = sum(min(len(it.target_ids), MAX_LEN - min(len(it.prompt_ids), MAX_LEN - 1)) for b in rl for it in b)
     weighted, skipped = weigh(rl, sl, rl_weight=1.0, sl_weight=1.0, grad_accum=GRAD_ACCUM, ranks=1,
-                              aggregation=aggregation, importance=importance, step_tokens=kept, max_len=MAX_LEN)
+                              aggregation=aggregation, importance=importance,
+                              step_tokens=sum(kept(it) for b in rl for it in b), max_len=MAX_LEN)
     items = [w.item for w in weighted]
     batches = plan(items, MAX_LEN, batch_tokens, MAX_LEN, share)
     total, fed = 0.0, 0
@@ -122,17 +134,17 @@ def test_samples_without_log_probs_train_uncorrected_and_reject_a_correction() -
 def test_a_shared_prompt_runs_once_and_rows_respect_the_budget() -> None:
     rl, sl = step_batches(seed=5)
     items = [it for batch in rl + sl for it in batch]
-    kept = {i: min(len(it.target_ids), MAX_LEN - min(len(it.prompt_ids), MAX_LEN - 1)) for i, it in enumerate(items)}
+    sizes = {i: kept(it) for i, it in enumerate(items)}
     for share in (True, False):
         batches = plan(items, MAX_LEN, 100, 50, share)
         seen = [i for rows in batches for i in order(rows)]
         assert sorted(seen) == list(range(len(items)))  # every sequence once
         prompts = [prompt for rows in batches for row in rows for prompt, _ in row]
         for rows in batches:
-            lengths = [sum(len(p) + sum(kept[i] for i in members) for p, members in row) for row in rows]
+            lengths = [sum(len(p) + sum(sizes[i] for i in members) for p, members in row) for row in rows]
             assert max(lengths) <= 50 and len(rows) * max(lengths) <= 100
             packed = build(rows, items, MAX_LEN, 0)
-            assert packed.tokens == sum(lengths) and len(packed.targets) == sum(kept[i] for i in order(rows))
+            assert packed.tokens == sum(lengths) and len(packed.targets) == sum(sizes[i] for i in order(rows))
         # shared: each distinct prompt as often as its group had to be split; unshared: once per sequence
         assert len(prompts) < len(items) if share else len(prompts) == len(items)
     mask = build([[((7, 8), [0, 1])]], [TrainItem([7, 8], [1, 2], [1.0, 1.0]), TrainItem([7, 8], [3], [1.0])],

@@ -324,8 +324,7 @@ def evaluate(
                    "generation": {"engine": settings.engine, "new_tokens": timing["new_tokens"],
                                   "seconds": timing["generate_s"]},
                    "timing": timing, "machine": machine, "provenance": source}
-        (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-        (out / REPORT).write_text(report_markdown(summary))
+        _write_reports(out, summary)
         return summary
 
     columns = (TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
@@ -355,6 +354,11 @@ def evaluate(
     summary = write_summary()
     plot_verdicts(summary, out / PLOT)
     return summary
+
+
+def _write_reports(out: Path, summary: dict[str, Any]) -> None:
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    (out / REPORT).write_text(report_markdown(summary))
 
 
 def _append(sink: Any, records: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
@@ -434,8 +438,7 @@ def score_samples(path: str | Path, problems: Sequence[Problem], judge: JudgeLik
                                               "tokens_per_s": 0.0, "runs": 1},
                "machine": {**_machine(), "judge_isolation": judge.isolation},
                "provenance": {**provenance(settings.dataset, problems), "samples_sha256": _sha256(path)}}
-    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-    (out / REPORT).write_text(report_markdown(summary))
+    _write_reports(out, summary)
     return summary
 
 
