@@ -68,17 +68,16 @@ def reference(model: Any, step: dict[str, Any]) -> int:
             scaled = [TrainItem(it.prompt_ids, it.target_ids, [f * r for r in it.weights], it.behaviour)
                       for it, f in zip(batch, factors, strict=True)]
             padded = collate(scaled, 0, opt["max_seq_len"], False)
-            logp, returns, behaviour = target_logprobs(model, padded)
             stored = all(it.behaviour for it in batch)
-            loss = policy_loss(logp, returns, behaviour if stored else None, opt["importance"], opt["clip_eps"],
-                               opt["tis_cap"])[0]
+            loss = policy_loss(target_logprobs(model, padded), padded.weights, padded.behaviour if stored else None,
+                               opt["importance"], opt["clip_eps"], opt["tis_cap"])[0]
             (opt["rl_weight"] * loss / opt["grad_accum"]).backward()
-            tokens += int(padded["attention_mask"].sum())
+            tokens += padded.tokens
         if references:
             padded = collate(references, 0, opt["max_seq_len"], False)
-            logp, weights, _ = target_logprobs(model, padded)
-            (opt["sl_weight"] * weighted_nll(logp, weights) / opt["grad_accum"]).backward()
-            tokens += int(padded["attention_mask"].sum())
+            loss = weighted_nll(target_logprobs(model, padded), padded.weights)
+            (opt["sl_weight"] * loss / opt["grad_accum"]).backward()
+            tokens += padded.tokens
     return tokens
 
 
@@ -183,11 +182,12 @@ def markdown(results: list[dict[str, Any]]) -> str:
     lines = ["| step | run | dtype | threads | seconds | tokens fed | tokens/s | programs/s | vs reference | "
              "max grad diff (rel.) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        base = next(x for x in results if x["step"] == r["step"] and x["run"] == "reference"
-                    and x["dtype"] == r["dtype"] and x["threads"] == r["threads"])
+        base = next((x for x in results if x["step"] == r["step"] and x["run"] == "reference"
+                     and x["dtype"] == r["dtype"] and x["threads"] == r["threads"]), None)
+        speedup = f"{r['programs_per_s'] / base['programs_per_s']:.2f}x" if base else "-"
         lines.append(f"| {r['step']} | {r['run']} | {r['dtype']} | {r['threads']} | {r['seconds']:.1f} | "
                      f"{r['tokens']} | {r['tokens_per_s']:.0f} | {r['programs_per_s']:.2f} | "
-                     f"{r['programs_per_s'] / base['programs_per_s']:.2f}x | {r['max_grad_rel_diff']:.1e} |")
+                     f"{speedup} | {r['max_grad_rel_diff']:.1e} |")
     return "\n".join(lines) + "\n"
 
 

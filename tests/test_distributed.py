@@ -169,7 +169,7 @@ def test_deepspeed_is_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch, t
 
 
 def test_an_accelerate_fsdp_launch_turns_fsdp_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rltf.train.trainer import launcher_fsdp
+    from rltf.train.distributed import launcher_fsdp
 
     config = load_config("tiny-smoke", OVERRIDES)
     assert launcher_fsdp(config) is config  # a plain launch

@@ -66,11 +66,12 @@ def reference_step(model: torch.nn.Module, rl: list[list[TrainItem]], sl: list[l
         factors = sequence_factors(sizes, aggregation, step_tokens, GRAD_ACCUM)
         scaled = [TrainItem(it.prompt_ids, it.target_ids, [f * r for r in it.weights], it.behaviour)
                   for it, f in zip(batch, factors, strict=True)]
-        logp, returns, behaviour = target_logprobs(model, collate(scaled, 0, MAX_LEN, False))
+        padded = collate(scaled, 0, MAX_LEN, False)
         stored = all(it.behaviour for it in batch)
-        loss = policy_loss(logp, returns, behaviour if stored else None, importance)[0] / GRAD_ACCUM
-        logp, weights, _ = target_logprobs(model, collate(references, 0, MAX_LEN, False))
-        loss = loss + weighted_nll(logp, weights) / GRAD_ACCUM
+        loss = policy_loss(target_logprobs(model, padded), padded.weights, padded.behaviour if stored else None,
+                           importance)[0] / GRAD_ACCUM
+        padded = collate(references, 0, MAX_LEN, False)
+        loss = loss + weighted_nll(target_logprobs(model, padded), padded.weights) / GRAD_ACCUM
         loss.backward()
         total += loss.item()
     return total

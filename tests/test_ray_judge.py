@@ -8,10 +8,9 @@ import time
 import pytest
 import ray
 
-from rltf.judge import Judge, JudgeConfig, open_judge
+from rltf.judge import Judge, JudgeConfig, JudgeService, open_judge
 from rltf.judge.ray_pool import RayJudge
 from rltf.problems import Problem
-from rltf.train.rollout import JudgeService
 
 ADD = Problem(id="add", source="test", prompt="", entry_point="f",
               tests={"kind": "assert", "setup": "", "cases": ["assert f(1, 2) == 3", "assert f(2, 2) == 4"]})

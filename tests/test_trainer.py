@@ -12,6 +12,7 @@ import torch
 
 from rltf.config import load_config
 from rltf.train import Trainer, read_metrics, read_samples
+from rltf.train.curriculum import ProblemSampler
 from rltf.train.losses import (
     TrainItem,
     collate,
@@ -22,7 +23,6 @@ from rltf.train.losses import (
     target_logprobs,
     weighted_nll,
 )
-from rltf.train.trainer import ProblemSampler
 
 REQUIRED = {"step", "loss", "loss_rl", "loss_sl", "reward_mean", "reward_adaptive", "reward_fine", "reward_baseline",
             "sample_pass_rate", "time_gen_s", "time_judge_s", "time_train_s", "tokens_per_s_gen",
@@ -47,10 +47,11 @@ def test_policy_gradient_and_cross_entropy_by_hand() -> None:
     model = FixedLogits(table)
     items = [TrainItem([0], [1, 2], [2.0, -1.0], [-0.5, -0.9]), TrainItem([0, 1], [0], [0.5])]
     batch = collate(items, pad_id=0, max_len=16, encoder_decoder=False)
-    assert batch["input_ids"].tolist() == [[0, 1, 2], [0, 1, 0]]
-    assert batch["target_mask"].tolist() == [[False, True, True], [False, False, True]]
-    logp, weights, behaviour = target_logprobs(model, batch)
-    assert behaviour.tolist() == pytest.approx([-0.5, -0.9, 0.0])  # a reference has no behaviour log-probs
+    assert batch.inputs["input_ids"].tolist() == [[0, 1, 2], [0, 1, 0]]
+    assert batch.inputs["target_mask"].tolist() == [[False, True, True], [False, False, True]]
+    assert batch.owner.tolist() == [0, 0, 1] and batch.tokens == 6  # 3 + 3 real tokens, no padding counted
+    logp, weights = target_logprobs(model, batch), batch.weights
+    assert batch.behaviour.tolist() == pytest.approx([-0.5, -0.9, 0.0])  # a reference has no behaviour log-probs
     # row 0 -> p(1) = 3/5; row 1 -> p(2) = 2/5; the second sequence's target sits at position 2: row 1, p(0) = 2/5
     expected = torch.tensor([math.log(3 / 5), math.log(2 / 5), math.log(2 / 5)])
     assert torch.allclose(logp, expected, atol=1e-6)
@@ -84,15 +85,15 @@ def test_lm_head_on_target_positions_only_gives_the_same_logprobs_and_gradients(
     batch = collate(items, pad_id=0, max_len=16, encoder_decoder=False)
     assert takes_logits_to_keep(model) and not takes_logits_to_keep(NoKeep())
     with torch.no_grad():  # by hand: every position's logits, row t scoring token t + 1
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(input_ids=batch.inputs["input_ids"], attention_mask=batch.inputs["attention_mask"]).logits
     by_hand = [torch.log_softmax(logits[row, start + t - 1], -1)[token].item() for row, item in enumerate(items)
                for start in [len(item.prompt_ids)] for t, token in enumerate(item.target_ids)]
     grads = []
     for wrapped in (model, NoKeep()):
         model.zero_grad()
-        logp, weights, _ = target_logprobs(wrapped, batch)
+        logp = target_logprobs(wrapped, batch)
         assert logp.tolist() == pytest.approx(by_hand, abs=1e-5)
-        weighted_nll(logp, weights).backward()
+        weighted_nll(logp, batch.weights).backward()
         grads.append(model.model.embed_tokens.weight.grad.clone())
     assert torch.allclose(grads[0], grads[1], atol=1e-6) and grads[0].abs().sum() > 0
 
@@ -171,12 +172,12 @@ def test_loss_aggregations_by_hand(kind: str) -> None:
 
 def test_collate_truncates_targets_and_pads_encoder_decoder() -> None:
     causal = collate([TrainItem(list(range(10, 16)), [1, 2, 3, 4], [1.0] * 4)], 0, max_len=8, encoder_decoder=False)
-    assert causal["input_ids"].tolist() == [[10, 11, 12, 13, 14, 15, 1, 2]]  # target cut at the length limit
-    assert causal["weights"].tolist() == [[0.0] * 6 + [1.0, 1.0]]
+    assert causal.inputs["input_ids"].tolist() == [[10, 11, 12, 13, 14, 15, 1, 2]]  # target cut at the length limit
+    assert causal.weights.tolist() == [1.0, 1.0] and causal.owner.tolist() == [0, 0]
     seq2seq = collate([TrainItem([5, 6, 7], [1, 2], [0.5, 0.25]), TrainItem([5], [3], [1.0])], 0, 8, True)
-    assert seq2seq["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
-    assert seq2seq["labels"].tolist() == [[1, 2], [3, -100]]
-    assert seq2seq["weights"].tolist() == [[0.5, 0.25], [1.0, 0.0]]
+    assert seq2seq.inputs["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
+    assert seq2seq.inputs["labels"].tolist() == [[1, 2], [3, -100]]
+    assert seq2seq.weights.tolist() == [0.5, 0.25, 1.0] and seq2seq.owner.tolist() == [0, 0, 1]
 
 
 def test_problem_sampler_covers_each_problem_once_per_epoch_and_resumes() -> None:
@@ -224,6 +225,8 @@ def test_tiny_smoke_trains_online_end_to_end(full_run: Path) -> None:
         assert record["greedy_pass_rate"] is not None  # the baselines, judged apart from the samples
         assert record["samples_new"] + record["samples_dropped_infra"] <= 4
         assert record["loss_sl"] > 0 and record["loss_rl"] is not None
+        assert record["train_references"] == 4  # sl_micro_batch null: micro_batch 2 x grad_accum 2
+        assert record["learner_dtype"] == "float32" and record["engine"] == "hf"  # what the run used, per step
     assert all(r["buffer_added"] > 0 for r in records)  # update_freq 1: every step refreshes
     programs = read_samples(full_run)  # every judged program, greedy baselines too, with its verdict
     assert [p["step"] for p in programs] == [step for step in (1, 2, 3) for _ in range(2 * (2 + 1))]
@@ -336,7 +339,8 @@ def test_every_sample_is_compared_with_its_own_problems_baseline() -> None:
     from rltf.generation import Completion
     from rltf.judge.verdict import Verdict
     from rltf.problems import Problem
-    from rltf.train.rollout import Group, Judged, baselines
+    from rltf.train.rewards import baselines
+    from rltf.train.rollout import Group, Judged
 
     def judged(status: str, passed: int) -> Judged:
         verdict = Verdict(status=status, passed=passed, total=2)
@@ -358,9 +362,8 @@ def test_every_sample_is_compared_with_its_own_problems_baseline() -> None:
 def test_judge_service_streams_and_a_timeout_holds_only_its_own_server() -> None:
     import time
 
-    from rltf.judge import JudgeConfig
+    from rltf.judge import JudgeConfig, JudgeService
     from rltf.problems import Problem
-    from rltf.train.rollout import JudgeService
 
     problem = Problem(id="p", source="mbpp", prompt="", tests={"kind": "assert", "setup": "",
                                                                "cases": ["assert f() == 1"]})
@@ -381,7 +384,8 @@ def test_groups_without_signal_are_counted_and_dropped_under_dynamic_sampling() 
     from rltf.generation import Completion
     from rltf.judge.verdict import Verdict
     from rltf.problems import Problem
-    from rltf.train.rollout import Actor, Group, Judged, Rollout
+    from rltf.train.rewards import score
+    from rltf.train.rollout import Group, Judged, Sampled
 
     def judged(status: str, passed: int) -> Judged:
         return Judged(Completion("x", (1,), ((0, 1),), (-0.1,), "eos"), ProgramSpan("", 0, 1),
@@ -393,10 +397,8 @@ def test_groups_without_signal_are_counted_and_dropped_under_dynamic_sampling() 
     mixed = Group(problem, None, [judged("pass", 2), judged("fail", 1), judged("fail", 0)])
     for dynamic, kept in [(False, 9), (True, 3)]:
         config = load_config(None, ["feedback.baseline=grpo", f"rollout.dynamic_sampling={str(dynamic).lower()}"])
-        actor = Actor(None, None, config, lambda p: (None, (5, 6)), None)  # _score uses only config and prompts
-        rollout = Rollout()
-        for group in (all_pass, same_fail, mixed):
-            actor._score(group, rollout, step=0)
+        rollout = score(Sampled([all_pass, same_fail, mixed]), [(5, 6)] * 3, config.feedback, step=0,
+                        drop_without_signal=config.rollout.dynamic_sampling)
         assert rollout.groups == 3 and rollout.groups_without_signal == 2
         assert len(rollout.samples) == kept and rollout.programs == 9  # the verdict mix still counts them all
         assert any(r for s in rollout.samples[-3:] for r in s.returns)
@@ -406,10 +408,12 @@ def test_dynamic_sampling_draws_more_problems_up_to_max_rollouts(tmp_path: Path)
     # A random model writes no passing program and, with coarse rewards only, every group of it has one
     # reward: no group carries signal, so the step makes all its max_rollouts calls and keeps nothing.
     config = _config("steps=1", "feedback.baseline=grpo", "feedback.fine_grained=false", "feedback.adaptive=false",
-                     "rollout.dynamic_sampling=true", "rollout.max_rollouts=3", "eval.at_end=false")
+                     "rollout.dynamic_sampling=true", "rollout.max_rollouts=3", "eval.at_end=false",
+                     "optim.sl_micro_batch=3")
     trainer = Trainer(config, tmp_path, show_progress=False)
     assert trainer.run() == 1
     record = read_metrics(tmp_path)[0]
     assert record["groups"] == 6 and record["groups_without_signal"] == 6, record["verdicts"]
     assert sum(record["verdicts"].values()) == 12 and record["samples_new"] == 0
+    assert record["train_references"] == 6 and record["train_samples"] == 0  # 3 references x grad_accum 2
     assert trainer.sampler.pos == 6  # 3 calls x 2 problems

@@ -124,12 +124,18 @@ class OptimConfig:
     scheduler: str = "constant_with_warmup"
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
-    micro_batch: int = 4
+    micro_batch: int = 40
+    """Buffer samples per RL micro-batch. The default's 40 x 1 is one step's rollout (10 problems x 4
+    samples): with ``buffer.update_freq`` 2 and ``mode: refresh`` every sampled program is trained once."""
     grad_accum: int = 1
+    sl_micro_batch: int | None = 8
+    """Reference solutions per SL micro-batch; None: ``micro_batch`` (the original's one reference per
+    buffer sample). The SL term is a token mean either way, so this sets its variance, not its weight; a
+    reference costs its whole prompt (no sample shares it), so the default keeps the SL term at 8 a step."""
     rl_weight: float = 1.0
     sl_weight: float = 1.0
     max_seq_len: int = 768
-    autocast: Literal["auto", "bfloat16", "float16"] | None = None
+    autocast: Literal["auto", "bfloat16", "float16"] | None = "auto"
     """``bfloat16``/``float16`` autocast for forward and backward passes; weights and optimizer stay
     float32. ``auto``: bfloat16 where the hardware has it (GPUs; CPUs with AVX512-BF16 or AMX, where
     it is about 2x float32), float16 on older GPUs, float32 on other CPUs (emulated bfloat16 is slower)."""

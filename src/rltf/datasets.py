@@ -461,3 +461,10 @@ def load_dataset(name: str, split: str | None = None, path: str | Path | None = 
     problems = info.loader(split, path)
     return problems if limit is None else problems[:limit]
 
+
+
+def load_problem_set(dataset: str, split: str | None, path: str | None, limit: int | None) -> list[Problem]:
+    """A registered benchmark, or a canonical problems ``.jsonl(.gz)`` file named as ``dataset``."""
+    if Path(dataset).is_file():
+        return load_problems(dataset)[:limit]
+    return load_dataset(dataset, split, path, limit)

@@ -465,7 +465,7 @@ def export(out: str | Path, fmt: str, path: str | Path) -> int:
 def train_evaluator(config: TrainConfig) -> Callable[..., dict[str, Any]] | None:
     """The trainer's periodic-eval hook (:data:`rltf.train.trainer.Evaluator`): pass@1 of the config's
     ``eval`` section on its fixed held-out problems, with the engine the trainer samples with."""
-    from rltf.train import load_problem_set
+    from rltf.datasets import load_problem_set
 
     e = config.eval
     if not (e.at_start or e.at_end or e.every):

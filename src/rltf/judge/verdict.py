@@ -16,6 +16,8 @@ Phase = Literal["compile", "runtime", "timeout", "memory", "output_limit", "kill
 
 STATUSES = ("pass", "fail", "error", "infra_error")
 PHASES = ("compile", "runtime", "timeout", "memory", "output_limit", "killed")
+VERDICT_KEYS = ("pass", "fail", *PHASES, "infra_error")
+"""The verdict mix: passes, wrong answers, each error phase and judge failures (``Verdict.error_category``)."""
 
 
 @dataclass(frozen=True)

@@ -27,38 +27,61 @@ class TrainItem:
     behaviour: Sequence[float] = ()
 
 
-def collate(items: Sequence[TrainItem], pad_id: int, max_len: int, encoder_decoder: bool) -> dict[str, torch.Tensor]:
-    """Pad a micro-batch. Causal LMs see ``prompt + target`` (right-padded; ``target_mask`` marks the
-    positions of target tokens); encoder-decoders see the prompt and take the target as labels."""
+@dataclass(frozen=True)
+class Padded:
+    """A micro-batch padded to its longest row: the model's inputs and, per target token in the order
+    :func:`target_logprobs` returns them (row-major), its weight, its behaviour log-prob and its item."""
+
+    inputs: dict[str, torch.Tensor]
+    """``input_ids`` and ``attention_mask``; an encoder-decoder's ``labels``, or a causal LM's
+    ``target_mask`` (the positions of target tokens)."""
+    weights: torch.Tensor
+    behaviour: torch.Tensor
+    owner: torch.Tensor
+    """The index of each target token's item in the micro-batch."""
+    tokens: int
+    """Real tokens fed (padding left out)."""
+
+
+def collate(items: Sequence[TrainItem], pad_id: int, max_len: int, encoder_decoder: bool) -> Padded:
+    """Pad a micro-batch. Causal LMs see ``prompt + target`` (right-padded); encoder-decoders see the
+    prompt and take the target as labels."""
     if encoder_decoder:
         prompts = [list(it.prompt_ids[-max_len:]) for it in items]
         targets = [list(it.target_ids[:kept_target_tokens(0, len(it.target_ids), max_len, True)]) for it in items]
-        weights = [list(it.weights[:max_len]) for it in items]
-        behaviour = [_behaviour(it)[:max_len] for it in items]
         width, depth = max(map(len, prompts)), max(map(len, targets))
-        return {
-            "input_ids": torch.tensor([p + [pad_id] * (width - len(p)) for p in prompts]),
-            "attention_mask": torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts]),
-            "labels": torch.tensor([t + [-100] * (depth - len(t)) for t in targets]),
-            "weights": torch.tensor([w + [0.0] * (depth - len(w)) for w in weights]),
-            "behaviour": torch.tensor([b + [0.0] * (depth - len(b)) for b in behaviour]),
-        }
-    rows, masks, weights, behaviour = [], [], [], []
+        labels = torch.tensor([t + [-100] * (depth - len(t)) for t in targets])
+        inputs = {"input_ids": torch.tensor([p + [pad_id] * (width - len(p)) for p in prompts]),
+                  "attention_mask": torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts]),
+                  "labels": labels}
+        return _targets(items, inputs, [0] * len(items), [len(t) for t in targets],
+                        sum(map(len, prompts)) + sum(map(len, targets)))
+    rows, starts, kept = [], [], []
     for it in items:
         prompt = list(it.prompt_ids[-(max_len - 1):])
-        target = list(it.target_ids[: kept_target_tokens(len(it.prompt_ids), len(it.target_ids), max_len, False)])
-        rows.append(prompt + target)
-        masks.append([False] * len(prompt) + [True] * len(target))
-        weights.append([0.0] * len(prompt) + list(it.weights[: len(target)]))
-        behaviour.append([0.0] * len(prompt) + _behaviour(it)[: len(target)])
+        kept.append(kept_target_tokens(len(it.prompt_ids), len(it.target_ids), max_len, False))
+        rows.append(prompt + list(it.target_ids[:kept[-1]]))
+        starts.append(len(prompt))
     width = max(map(len, rows))
-    return {
-        "input_ids": torch.tensor([r + [pad_id] * (width - len(r)) for r in rows]),
-        "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
-        "target_mask": torch.tensor([m + [False] * (width - len(m)) for m in masks]),
-        "weights": torch.tensor([w + [0.0] * (width - len(w)) for w in weights]),
-        "behaviour": torch.tensor([b + [0.0] * (width - len(b)) for b in behaviour]),
-    }
+    inputs = {"input_ids": torch.tensor([r + [pad_id] * (width - len(r)) for r in rows]),
+              "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
+              "target_mask": torch.tensor([[start <= t < len(r) for t in range(width)]
+                                           for r, start in zip(rows, starts)])}
+    return _targets(items, inputs, starts, kept, sum(map(len, rows)))
+
+
+def _targets(items: Sequence[TrainItem], inputs: dict[str, torch.Tensor], starts: Sequence[int],
+             kept: Sequence[int], tokens: int) -> Padded:
+    """The flattened per-target-token tensors of a padded micro-batch (a target at position 0 of a causal
+    row has no context and is left out, as :func:`target_logprobs` leaves it out)."""
+    weights, behaviour, owner = [], [], []
+    for i, (it, start, n) in enumerate(zip(items, starts, kept, strict=True)):
+        skip = 1 if start == 0 and "target_mask" in inputs else 0
+        weights += list(it.weights[skip:n])
+        behaviour += _behaviour(it)[skip:n]
+        owner += [i] * (n - skip)
+    return Padded(inputs, torch.tensor(weights, dtype=torch.float32), torch.tensor(behaviour, dtype=torch.float32),
+                  torch.tensor(owner, dtype=torch.long), tokens)
 
 
 def kept_target_tokens(prompt_len: int, target_len: int, max_len: int, encoder_decoder: bool) -> int:
@@ -105,36 +128,33 @@ def _forward_takes_logits_to_keep(cls: type) -> bool:
     return "logits_to_keep" in inspect.signature(cls.forward).parameters
 
 
-def target_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``log p(w_t | context, w_<t)`` of every target token, flattened, and the matching weights and
-    behaviour log-probs.
+def target_logprobs(model: Any, batch: Padded) -> torch.Tensor:
+    """``log p(w_t | context, w_<t)`` of every target token, flattened in ``batch``'s order.
 
     Only the target positions go through ``log_softmax`` (the vocabulary-wide tensor is the largest
     one in the step, so prompt positions are dropped before it is formed). A causal LM that takes
     ``logits_to_keep`` (transformers' models do) skips the LM head on them too: the prompt is most
     of each sequence, and the head is about a fifth of a small model's FLOPs.
     """
-    if "labels" in batch:
-        decoder_ids = model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+    inputs = batch.inputs
+    if "labels" in inputs:
+        decoder_ids = model.prepare_decoder_input_ids_from_labels(labels=inputs["labels"])
+        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                        decoder_input_ids=decoder_ids).logits
-        mask = batch["labels"] != -100
-        picked, targets = logits[mask], batch["labels"][mask]
+        mask = inputs["labels"] != -100
+        picked, targets = logits[mask], inputs["labels"][mask]
     else:
-        mask = batch["target_mask"]
+        mask = inputs["target_mask"]
         predicts = torch.zeros_like(mask)
         predicts[:, :-1] = mask[:, 1:]  # position t predicts the token at t + 1
-        targets = batch["input_ids"][:, 1:][mask[:, 1:]]
+        targets = inputs["input_ids"][:, 1:][mask[:, 1:]]
         if takes_logits_to_keep(model):
             # a boolean mask makes the model return the kept rows flattened, in row-major order
-            picked = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+            picked = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                            logits_to_keep=predicts).logits
         else:
-            picked = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[predicts]
-        mask = mask.clone()
-        mask[:, 0] = False  # a target at position 0 has no context; collate never makes one
-    logp = torch.log_softmax(picked.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return logp, batch["weights"][mask], batch["behaviour"][mask]
+            picked = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits[predicts]
+    return torch.log_softmax(picked.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
 def weighted_nll(logp: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,19 @@ from typing import Any
 
 import torch
 
-from rltf.train.losses import TrainItem, kept_target_tokens, sequence_factors, takes_logits_to_keep, token_terms
+from rltf.train.losses import (
+    Padded,
+    TrainItem,
+    collate,
+    kept_target_tokens,
+    sequence_factors,
+    takes_logits_to_keep,
+    target_logprobs,
+    token_terms,
+)
+
+Rows = list[list[tuple[tuple[int, ...], list[int]]]]
+"""One micro-batch of :func:`plan`: rows of groups ``(prompt, item indices)``."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +133,7 @@ def _truncated(item: TrainItem, max_len: int) -> tuple[tuple[int, ...], int]:
 
 
 def plan(items: Sequence[TrainItem], max_len: int, batch_tokens: int, row_tokens: int,
-         share_prompts: bool = True) -> list[list[list[tuple[tuple[int, ...], list[int]]]]]:
+         share_prompts: bool = True) -> list[Rows]:
     """Micro-batches of rows of groups ``(prompt, item indices)``: a group's items share its prompt
     (one item each when ``share_prompts`` is off); a group longer than ``row_tokens`` is split, each
     part with the prompt again; rows hold at most ``row_tokens`` tokens, first-fit by length; a
@@ -152,7 +164,7 @@ def plan(items: Sequence[TrainItem], max_len: int, batch_tokens: int, row_tokens
         else:
             row[0][0] += size
             row[1].append((prompt, members))
-    batches: list[list[list[tuple[tuple[int, ...], list[int]]]]] = []
+    batches: list[Rows] = []
     longest = 0
     for (size,), groups_of_row in sorted(rows, key=lambda r: -r[0][0]):
         if batches and (len(batches[-1]) + 1) * longest <= batch_tokens:
@@ -163,8 +175,7 @@ def plan(items: Sequence[TrainItem], max_len: int, batch_tokens: int, row_tokens
     return batches
 
 
-def build(rows: list[list[tuple[tuple[int, ...], list[int]]]], items: Sequence[TrainItem], max_len: int,
-          pad_id: int) -> Packed:
+def build(rows: Rows, items: Sequence[TrainItem], max_len: int, pad_id: int) -> Packed:
     """The tensors of one micro-batch of :func:`plan`. Item indices are renumbered in the order the
     targets appear (``owner`` refers to that order: :func:`order`)."""
     lengths = [sum(len(prompt) + sum(_truncated(items[i], max_len)[1] for i in members) for prompt, members in row)
@@ -209,7 +220,7 @@ def build(rows: list[list[tuple[tuple[int, ...], list[int]]]], items: Sequence[T
                   torch.tensor(owner), sum(lengths))
 
 
-def order(rows: list[list[tuple[tuple[int, ...], list[int]]]]) -> list[int]:
+def order(rows: Rows) -> list[int]:
     """The item indices of a micro-batch in the order :func:`build` numbers them (``owner``)."""
     return [i for row in rows for _, members in row for i in members]
 
@@ -233,6 +244,29 @@ def packed_logprobs(model: Any, batch: Packed) -> torch.Tensor:
     picked = picked.float()
     source, targets = batch.source.to(device), batch.targets.to(device)
     return picked[source, targets] - torch.logsumexp(picked, dim=-1)[source]
+
+
+def micro_batches(items: Sequence[TrainItem], max_len: int, batch_tokens: int, row_tokens: int,
+                  share_prompts: bool, encoder_decoder: bool) -> list[Rows]:
+    """The step's micro-batches: packed rows for a causal LM (:func:`plan`), one padded item each for
+    an encoder-decoder (its decoder cannot take a packed row)."""
+    if encoder_decoder:
+        return [[[((), [i])]] for i in range(len(items))]
+    return plan(items, max_len, batch_tokens, row_tokens, share_prompts)
+
+
+def tensors(rows: Rows, items: Sequence[TrainItem], max_len: int, pad_id: int,
+            encoder_decoder: bool) -> Packed | Padded:
+    """A micro-batch of :func:`micro_batches` as the forward takes it; its target tokens belong to the
+    items in :func:`order`."""
+    if encoder_decoder:
+        return collate([items[i] for i in order(rows)], pad_id, max_len, True)
+    return build(rows, items, max_len, pad_id)
+
+
+def logprobs(model: Any, batch: Packed | Padded) -> torch.Tensor:
+    """The log-probs of a micro-batch's target tokens, in the order of its ``owner``."""
+    return packed_logprobs(model, batch) if isinstance(batch, Packed) else target_logprobs(model, batch)
 
 
 def _boolean_masks(model: Any) -> bool:

@@ -1,4 +1,5 @@
-"""Reading a run back: metrics and eval summaries, TensorBoard scalars, progress text and plots."""
+"""A run's records: metrics while it runs (TensorBoard scalars, progress text, the learner's recorded
+micro-batches) and reading it back (metrics, eval summaries, plots)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,27 @@ from typing import Any
 
 import numpy as np
 
+from rltf.judge.verdict import VERDICT_KEYS
 from rltf.train.checkpoint import EVAL_DIR, METRICS, SAMPLES
-from rltf.train.rollout import VERDICT_KEYS
+
+LEARNER_BATCHES = "learner_batches.jsonl"
+
+
+def mean_or_none(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def append_learner_batches(run_dir: Path, step: int, optim: dict[str, Any], rl: Sequence[Sequence[Any]],
+                           sl: Sequence[Sequence[Any]]) -> None:
+    """Append a step's micro-batches (RL: buffer samples; SL: reference items) to ``learner_batches.jsonl``
+    (``log.learner_batches``): what ``benchmarks/learner_throughput.py`` replays."""
+    record = {"step": step, "optim": optim,
+              "rl": [[{"prompt_ids": list(s.prompt_ids), "target_ids": list(s.completion_ids),
+                       "weights": list(s.returns), "behaviour": list(s.logprobs)} for s in samples] for samples in rl],
+              "sl": [[{"prompt_ids": list(it.prompt_ids), "target_ids": list(it.target_ids)} for it in items]
+                     for items in sl]}
+    with (run_dir / LEARNER_BATCHES).open("a", encoding="utf-8") as sink:
+        sink.write(json.dumps(record) + "\n")
 
 
 def log_scalars(writer: Any, record: dict[str, Any]) -> None:
