@@ -128,10 +128,11 @@ class OptimConfig:
     """Buffer samples per RL micro-batch. The default's 40 x 1 is one step's rollout (10 problems x 4
     samples): with ``buffer.update_freq`` 2 and ``mode: refresh`` every sampled program is trained once."""
     grad_accum: int = 1
-    sl_micro_batch: int | None = 8
+    sl_micro_batch: int | None = 4
     """Reference solutions per SL micro-batch; None: ``micro_batch`` (the original's one reference per
     buffer sample). The SL term is a token mean either way, so this sets its variance, not its weight; a
-    reference costs its whole prompt (no sample shares it), so the default keeps the SL term at 8 a step."""
+    reference costs its whole prompt (no sample shares it), so the default keeps the 4 a step it had
+    when ``micro_batch`` was 4."""
     rl_weight: float = 1.0
     sl_weight: float = 1.0
     max_seq_len: int = 768
