@@ -5,8 +5,12 @@
 
 A recorded step (``benchmarks/learner/<name>.json.gz``, written by a run with ``log.learner_batches=true``)
 holds the RL micro-batches (prompt and completion ids, returns, the engine's log-probs) and the SL
-micro-batches of one optimizer step. Each run replays it on the embedded SmolLM2-135M: forward and
-backward of the whole step (no optimizer step), once to warm up and then ``--repeat`` times, timed.
+micro-batches of one optimizer step: ``ablation-rl`` (step 1 of a run of the first ablation's RL
+config: 32 samples), ``default`` (step 3 of the default run in ``benchmarks/train-runs/default-every-sample/``:
+40 samples and 4 references) and ``default-micro4`` (step 1 of the previous default: 4 and 4). Each run
+replays it on the embedded SmolLM2-135M: forward and backward of the whole step (no optimizer step),
+once to warm up and then ``--repeat`` times, timed
+(``--repeat 0`` times the warm-up itself: for the slow paths of a large step).
 
 - ``reference``: the learner before packing: each micro-batch of ``micro_batch`` sequences padded to
   its longest row, every prompt run once per sequence, samples of zero returns run too;
@@ -56,8 +60,10 @@ def load_step(name: str) -> dict[str, Any]:
     return record
 
 
-def reference(model: Any, step: dict[str, Any]) -> int:
-    """Forward and backward of every micro-batch as the learner ran them before packing."""
+def reference(model: Any, step: dict[str, Any], chunk: int | None = None) -> int:
+    """Forward and backward of every micro-batch as the learner ran them before packing; with ``chunk``,
+    ``chunk`` sequences at a time, each chunk's token mean weighted by its share of the micro-batch's
+    tokens (the same loss: a micro-batch of 40 padded sequences does not fit 24 GiB in float32)."""
     opt, tokens = step["optim"], 0
     kept = [[kept_target_tokens(len(it.prompt_ids), len(it.target_ids), opt["max_seq_len"], False) for it in batch]
             for batch in step["rl"]]
@@ -67,18 +73,27 @@ def reference(model: Any, step: dict[str, Any]) -> int:
             factors = sequence_factors(sizes, opt["loss_aggregation"], step_tokens, opt["grad_accum"])
             scaled = [TrainItem(it.prompt_ids, it.target_ids, [f * r for r in it.weights], it.behaviour)
                       for it, f in zip(batch, factors, strict=True)]
-            padded = collate(scaled, 0, opt["max_seq_len"], False)
             stored = all(it.behaviour for it in batch)
-            loss = policy_loss(target_logprobs(model, padded), padded.weights, padded.behaviour if stored else None,
-                               opt["importance"], opt["clip_eps"], opt["tis_cap"])[0]
-            (opt["rl_weight"] * loss / opt["grad_accum"]).backward()
-            tokens += padded.tokens
+            for part in _chunks(scaled, chunk):
+                padded = collate(part, 0, opt["max_seq_len"], False)
+                loss = policy_loss(target_logprobs(model, padded), padded.weights,
+                                   padded.behaviour if stored else None, opt["importance"], opt["clip_eps"],
+                                   opt["tis_cap"])[0] * len(padded.weights) / sum(sizes)
+                (opt["rl_weight"] * loss / opt["grad_accum"]).backward()
+                tokens += padded.tokens
         if references:
-            padded = collate(references, 0, opt["max_seq_len"], False)
-            loss = weighted_nll(target_logprobs(model, padded), padded.weights)
-            (opt["sl_weight"] * loss / opt["grad_accum"]).backward()
-            tokens += padded.tokens
+            total = sum(kept_target_tokens(len(it.prompt_ids), len(it.target_ids), opt["max_seq_len"], False)
+                        for it in references)
+            for part in _chunks(references, chunk):
+                padded = collate(part, 0, opt["max_seq_len"], False)
+                loss = weighted_nll(target_logprobs(model, padded), padded.weights) * len(padded.weights) / total
+                (opt["sl_weight"] * loss / opt["grad_accum"]).backward()
+                tokens += padded.tokens
     return tokens
+
+
+def _chunks(items: list[TrainItem], size: int | None) -> list[list[TrainItem]]:
+    return [items] if not size else [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def packed(model: Any, step: dict[str, Any], share: bool = True, skip: bool = True) -> int:
@@ -100,7 +115,8 @@ def packed(model: Any, step: dict[str, Any], share: bool = True, skip: bool = Tr
     return tokens
 
 
-def run(model: Any, step: dict[str, Any], name: str, dtype: str, repeat: int) -> dict[str, Any]:
+def run(model: Any, step: dict[str, Any], name: str, dtype: str, repeat: int,
+        chunk: int | None = None) -> dict[str, Any]:
     base, *minus = name.split("-")
     compiled = base.endswith("+compile")
     base = base.removesuffix("+compile")
@@ -111,18 +127,18 @@ def run(model: Any, step: dict[str, Any], name: str, dtype: str, repeat: int) ->
         model.zero_grad(set_to_none=True)
         with cast:
             if base == "reference":
-                return reference(target, step)
+                return reference(target, step, chunk)
             return packed(target, step, share="share" not in minus, skip="skip" not in minus)
 
     started = time.perf_counter()
-    once()  # warm-up (and compilation)
+    tokens = once()  # warm-up (and compilation)
     warmup = time.perf_counter() - started
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
         tokens = once()
         times.append(time.perf_counter() - started)
-    seconds = min(times)
+    seconds = min(times) if times else warmup  # --repeat 0: the warm-up is the measurement (a large step)
     programs = sum(map(len, step["rl"]))
     grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone()
     return {"run": name, "dtype": dtype, "threads": torch.get_num_threads(), "seconds": seconds,
@@ -136,10 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default="reference,packed,packed-share,packed-skip")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=2, help="timed runs after the warm-up (0: time the warm-up)")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recorded optim setting, e.g. --set pack_row_tokens=1024")
+    parser.add_argument("--reference-chunk", type=int, default=None, metavar="N",
+                        help="run the reference path N sequences at a time (same loss; for large micro-batches)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -153,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(threads)
             for dtype in args.dtypes.split(","):
                 for name in args.runs.split(","):
-                    result = run(model, step, name, dtype, args.repeat)
+                    result = run(model, step, name, dtype, args.repeat, args.reference_chunk)
                     if exact is None:  # the first run: the reference path at float32 (see --runs)
                         exact = result["grads"]
                     grads = result.pop("grads")
