@@ -513,3 +513,18 @@ def test_explain_json(tmp_path) -> None:
                                      "--program-file", str(program), "--baseline-program", str(program)])
     assert human.exit_code == 0, human.output
     assert "ZeroDivisionError" in human.stdout and "line" in human.stdout and "-0.3" in human.stdout
+
+
+def test_soft_overlong_punishment_by_hand() -> None:
+    # DAPO: 0 up to L - B tokens, then ((L - B) - n) / B, -1 at the limit; here L = 12, B = 4, 10 tokens
+    soft = FeedbackConfig(baseline="none", overlong="soft", overlong_buffer=4, overlong_weight=0.5)
+    returns, record = token_returns(ZERO_DIV, COMPLETION, OFFSETS, SPAN, None, soft, max_new_tokens=12)
+    plain, _ = run(ZERO_DIV)
+    assert record.overlong == pytest.approx(0.5 * (8 - 10) / 4)  # -0.25 on every token, outside the baseline
+    assert torch.allclose(returns, plain - 0.25)
+    assert record.terms()["overlong"] == pytest.approx(-0.25)
+    assert token_returns(ZERO_DIV, COMPLETION, OFFSETS, SPAN, None, soft, max_new_tokens=14)[1].overlong == 0.0
+    assert token_returns(ZERO_DIV, COMPLETION, OFFSETS, SPAN, None, soft, max_new_tokens=10)[1].overlong == -0.5
+    assert token_returns(ZERO_DIV, COMPLETION, OFFSETS, SPAN, None, soft)[1].overlong == 0.0  # no limit known
+    with pytest.raises(ValueError):
+        FeedbackConfig(overlong="hard")

@@ -95,9 +95,18 @@ class RolloutConfig:
     top_p: float = 0.95
     max_new_tokens: int = 256
     dynamic_sampling: bool = False
-    """Drop groups whose token returns are all zero (no gradient: e.g. every sample passed) and
-    sample more problems, up to ``max_rollouts`` generate calls per step, so updates carry signal."""
+    """Drop groups without signal and sample more problems, up to ``max_rollouts`` generate calls per
+    step, so updates carry signal: groups whose token returns are all zero (e.g. every sample passed)
+    and, under ``rloo`` / ``grpo``, groups whose samples all got one reward (online difficulty filtering)."""
     max_rollouts: int = 3
+    selection: Literal["uniform", "learnable"] = "uniform"
+    """Which problems a step draws: ``uniform`` (each once per epoch, the original's) or ``learnable``:
+    in proportion to p(1 - p) + ``selection_floor``, p a problem's pass rate, estimated before the first
+    step from ``selection_samples`` samples per problem (cached per model) and updated from every group
+    (p <- (1 - ``selection_decay``)·p + ``selection_decay``·the group's pass rate)."""
+    selection_samples: int = 16
+    selection_floor: float = 0.02
+    selection_decay: float = 0.5
 
 
 @dataclass
@@ -149,10 +158,12 @@ class OptimConfig:
     importance sampling); ``none`` is the original's plain -r_t·log π_θ(w_t)."""
     clip_eps: float = 0.2
     tis_cap: float = 2.0
-    loss_aggregation: Literal["token_mean", "seq_mean", "global_token_mean"] = "token_mean"
+    loss_aggregation: Literal["token_mean", "seq_mean", "global_token_mean", "constant"] = "token_mean"
     """How the RL term averages its token terms: over the tokens of each micro-batch (the original's;
-    long completions weigh more), over each micro-batch's sequences (each sequence's token mean), or
-    over all the step's RL tokens (independent of how they are split into micro-batches)."""
+    long completions weigh more), over each micro-batch's sequences (each sequence's token mean: a
+    long wrong answer loses less per token), over all the step's RL tokens (independent of how they
+    are split into micro-batches), or ``constant``: their sum over sequences x ``rollout.max_new_tokens``
+    (Dr. GRPO, arXiv 2503.20783: no length bias either way)."""
     micro_batch_tokens: int = 4096
     """What one forward and backward runs on: rows packed with sequences (:mod:`rltf.train.packing`),
     as many rows as fit this many padded tokens. ``micro_batch`` still fixes the loss (each

@@ -8,6 +8,7 @@ local copy. Use :func:`load_dataset` with a name from :data:`DATASETS`.
 from __future__ import annotations
 
 import ast
+import functools
 import gzip
 import importlib
 import json
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rltf.families import FAMILIES, load_family
 from rltf.problems import Problem, ProblemFormatError, iter_jsonl, load_problems
 from rltf.synthetic import load_synthetic
 
@@ -416,6 +418,11 @@ class DatasetInfo:
         return sum(self.splits.values())
 
 
+def _family(name: str, split: str | None, path: str | Path | None) -> list[Problem]:
+    del path  # built in code
+    return load_family(name, split)
+
+
 DATASETS: dict[str, DatasetInfo] = {info.name: info for info in [
     DatasetInfo("mbpp", "MBPP full, CC-BY-4.0; split by task id", {"prompt": 10, "test": 500, "validation": 90,
                                                                   "train": 374}, load_mbpp, file="mbpp.jsonl.gz"),
@@ -433,6 +440,9 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in [
                 load_apps_selected150, file="MapCoder_APPS_selected150.jsonl.gz"),
     DatasetInfo("synthetic", "one-line tasks built in code for the RL learning test (rltf.synthetic)",
                 {"train": 44, "heldout": 22}, load_synthetic),
+    *(DatasetInfo(f"family-{name}", f"the learning suite's {name} family, built in code (rltf.families)",
+                  {"train": 4 * len(tasks), "heldout": 2 * len(tasks)}, functools.partial(_family, name))
+      for name, tasks in FAMILIES.items()),
 ]}
 
 

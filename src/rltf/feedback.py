@@ -40,6 +40,7 @@ from rltf.judge.verdict import StaticFinding, Verdict
 Category = Literal["global", "line", "ignore"]
 Normaliser = Literal["original", "intended"]
 BaselineKind = Literal["greedy", "rloo", "grpo", "none"]
+Overlong = Literal["none", "soft", "mask"]
 BASELINES = get_args(BaselineKind)
 STD_EPS = 1e-4
 """Added to the group's reward std before dividing (as TRL's GRPO does): a group whose rewards are all
@@ -156,6 +157,14 @@ class FeedbackConfig:
     static_rules: dict[str, float] = field(default_factory=lambda: dict(STATIC_RULE_WEIGHTS))
     static_on_pass: bool = True
     """Apply the static term to passing programs too (an unused import in a correct program)."""
+    overlong: Overlong = "none"
+    """What a completion near or at the token limit gets (DAPO, arXiv 2503.14476): ``soft`` adds the
+    soft overlong punishment to every token, ``overlong_weight · ((L - B) - n) / B`` for a completion
+    of n tokens within the last B = ``overlong_buffer`` of the limit L (``rollout.max_new_tokens``),
+    ``-overlong_weight`` at the limit, outside the baseline like the static term; ``mask`` trains on
+    no completion the limit cut (overlong filtering); ``none``: the original's."""
+    overlong_buffer: int = 64
+    overlong_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.normaliser not in ("original", "intended"):
@@ -164,8 +173,10 @@ class FeedbackConfig:
             raise ValueError(f"unknown baseline {self.baseline!r} (one of {', '.join(BASELINES)})")
         if self.scale_std and self.baseline != "grpo":
             raise ValueError("scale_std applies to baseline 'grpo' only")
-        if self.fine_weight < 0 or self.static_weight < 0:
-            raise ValueError("fine_weight and static_weight must be >= 0")
+        if self.fine_weight < 0 or self.static_weight < 0 or self.overlong_weight < 0:
+            raise ValueError("fine_weight, static_weight and overlong_weight must be >= 0")
+        if self.overlong not in get_args(Overlong) or self.overlong_buffer < 1:
+            raise ValueError(f"overlong must be one of {', '.join(get_args(Overlong))} with overlong_buffer >= 1")
         if unknown := set(self.static_rules) - set(STATIC_RULES):
             raise ValueError(f"unknown static rules {', '.join(sorted(unknown))} (known: {', '.join(STATIC_RULES)})")
 
@@ -203,6 +214,8 @@ class FeedbackRecord:
     baseline: float
     scale: float = 1.0
     static: tuple[StaticMark, ...] = ()
+    overlong: float = 0.0
+    """The soft overlong punishment on every token (0 unless ``overlong: soft``)."""
 
     @property
     def advantage(self) -> float:
@@ -217,7 +230,7 @@ class FeedbackRecord:
         """The sequence reward, the per-token fine term, the baseline, and ``static``: the static
         term summed over all tokens (0 when off or nothing was found)."""
         return {self.reward_term: self.reward, "fine": self.fine, "baseline": self.baseline,
-                "static": sum(m.penalty * len(m.tokens) for m in self.static)}
+                "static": sum(m.penalty * len(m.tokens) for m in self.static), "overlong": self.overlong}
 
 
 @dataclass(frozen=True)
@@ -399,8 +412,10 @@ def token_returns(
     span: ProgramSpan,
     baseline: float | Verdict | Sequence[Verdict] | None,
     config: FeedbackConfig,
+    max_new_tokens: int | None = None,
 ) -> tuple[torch.Tensor, FeedbackRecord] | None:
-    """Per-token returns ``r_t = (R(W) - b)·s - λ·κ·m_t`` for one completion (see :func:`baseline_reward`).
+    """Per-token returns ``r_t = (R(W) - b)·s - λ·κ·m_t`` for one completion (see :func:`baseline_reward`),
+    plus the static and overlong terms (the latter needs the completion's token limit, ``max_new_tokens``).
 
     ``offsets[t]`` is the ``[start, end)`` of ``completion`` that generated token ``t`` produced;
     ``span`` says which part of ``completion`` is the judged program. Returns a float32 tensor with
@@ -431,8 +446,21 @@ def token_returns(
     static = static_marks(verdict, program, offsets, span, config)
     for mark in static:
         returns[list(mark.tokens)] += mark.penalty
+    overlong = overlong_penalty(len(offsets), max_new_tokens, config) if config.overlong == "soft" else 0.0
+    returns += overlong
     return returns, FeedbackRecord(category, chars, tuple(marked), config.reward_term, reward, fine, base, scale,
-                                   static)
+                                   static, overlong)
+
+
+def overlong_penalty(length: int, limit: int | None, config: FeedbackConfig) -> float:
+    """DAPO's soft overlong punishment of a completion of ``length`` tokens under a limit of ``limit``:
+    0 up to ``limit - overlong_buffer`` tokens, then falling linearly to ``-overlong_weight`` at the limit."""
+    if not limit:
+        return 0.0
+    start = limit - config.overlong_buffer
+    if length <= start:
+        return 0.0
+    return -config.overlong_weight * min(1.0, (length - start) / config.overlong_buffer)
 
 
 def static_marks(verdict: Verdict, program: str, offsets: Offsets, span: ProgramSpan,

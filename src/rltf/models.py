@@ -269,6 +269,16 @@ class PromptCache:
 # --------------------------------------------------------------------------- building a run's model
 
 
+def model_identity(name: str) -> str:
+    """What identifies a model's weights for caches: a directory by its weight files' paths, sizes and
+    modification times (a checkpoint rewritten in place is another model), anything else by its name."""
+    path = Path(name)
+    if not path.is_dir():
+        return name
+    files = sorted(f for f in path.iterdir() if f.suffix in (".safetensors", ".bin", ".gguf"))
+    return ";".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files) or str(path.resolve())
+
+
 def build_policy(config: ModelConfig, *, resume_from: Path | None, init_dir: Path, seed: int, device: str) -> Policy:
     """The policy a training run starts from: ``config.name`` (or a random init written once into
     ``init_dir``), the weights of ``resume_from`` (a checkpoint) when resuming, and a LoRA adapter

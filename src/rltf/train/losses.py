@@ -92,9 +92,11 @@ def kept_target_tokens(prompt_len: int, target_len: int, max_len: int, encoder_d
     return max(0, min(target_len, max_len - min(prompt_len, max_len - 1)))
 
 
-def sequence_factors(kept: Sequence[int], how: str, step_tokens: int, grad_accum: int) -> list[float]:
+def sequence_factors(kept: Sequence[int], how: str, step_tokens: int, grad_accum: int,
+                     max_new_tokens: int = 0) -> list[float]:
     """A positive factor per sequence of a micro-batch that turns the micro-batch token mean of the RL
-    term (divided by ``grad_accum``) into the ``how`` aggregation (:class:`rltf.config.OptimConfig`).
+    term (divided by ``grad_accum``) into the ``how`` aggregation (:class:`rltf.config.OptimConfig`;
+    ``constant`` needs the completions' token limit, ``max_new_tokens``).
 
     Scaling a sequence's returns by c > 0 scales each of its token terms by c under every importance
     correction (each is positively homogeneous in r_t), so the aggregation needs no second loss path.
@@ -106,6 +108,10 @@ def sequence_factors(kept: Sequence[int], how: str, step_tokens: int, grad_accum
         return [tokens / (len(kept) * k) if k else 0.0 for k in kept]
     if how == "global_token_mean":
         return [tokens * grad_accum / step_tokens] * len(kept)
+    if how == "constant":
+        if max_new_tokens < 1:
+            raise ValueError("the constant aggregation needs the completions' token limit (max_new_tokens)")
+        return [tokens / (len(kept) * max_new_tokens)] * len(kept)
     raise ValueError(f"unknown loss aggregation {how!r}")
 
 
@@ -128,13 +134,13 @@ def _forward_takes_logits_to_keep(cls: type) -> bool:
     return "logits_to_keep" in inspect.signature(cls.forward).parameters
 
 
-def target_logprobs(model: Any, batch: Padded) -> torch.Tensor:
-    """``log p(w_t | context, w_<t)`` of every target token, flattened in ``batch``'s order.
+def target_logits(model: Any, batch: Padded) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits that predict each target token (one row per token, in ``batch``'s order) and the tokens.
 
-    Only the target positions go through ``log_softmax`` (the vocabulary-wide tensor is the largest
-    one in the step, so prompt positions are dropped before it is formed). A causal LM that takes
-    ``logits_to_keep`` (transformers' models do) skips the LM head on them too: the prompt is most
-    of each sequence, and the head is about a fifth of a small model's FLOPs.
+    Only the target positions are kept (the vocabulary-wide tensor is the largest one in the step,
+    so prompt positions are dropped before it is formed). A causal LM that takes ``logits_to_keep``
+    (transformers' models do) skips the LM head on them too: the prompt is most of each sequence,
+    and the head is about a fifth of a small model's FLOPs.
     """
     inputs = batch.inputs
     if "labels" in inputs:
@@ -142,19 +148,32 @@ def target_logprobs(model: Any, batch: Padded) -> torch.Tensor:
         logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                        decoder_input_ids=decoder_ids).logits
         mask = inputs["labels"] != -100
-        picked, targets = logits[mask], inputs["labels"][mask]
-    else:
-        mask = inputs["target_mask"]
-        predicts = torch.zeros_like(mask)
-        predicts[:, :-1] = mask[:, 1:]  # position t predicts the token at t + 1
-        targets = inputs["input_ids"][:, 1:][mask[:, 1:]]
-        if takes_logits_to_keep(model):
-            # a boolean mask makes the model return the kept rows flattened, in row-major order
-            picked = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                           logits_to_keep=predicts).logits
-        else:
-            picked = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits[predicts]
-    return torch.log_softmax(picked.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return logits[mask], inputs["labels"][mask]
+    mask = inputs["target_mask"]
+    predicts = torch.zeros_like(mask)
+    predicts[:, :-1] = mask[:, 1:]  # position t predicts the token at t + 1
+    targets = inputs["input_ids"][:, 1:][mask[:, 1:]]
+    if takes_logits_to_keep(model):
+        # a boolean mask makes the model return the kept rows flattened, in row-major order
+        return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                     logits_to_keep=predicts).logits, targets
+    return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits[predicts], targets
+
+
+def target_logprobs(model: Any, batch: Padded) -> torch.Tensor:
+    """``log p(w_t | context, w_<t)`` of every target token, flattened in ``batch``'s order."""
+    return logprobs_of(*target_logits(model, batch))
+
+
+def logprobs_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each row's log-prob of its target token."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """The entropy of each row's distribution, in nats."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
 
 
 def weighted_nll(logp: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -73,7 +73,8 @@ class Packed:
 
 def weigh(rl: Sequence[Sequence[TrainItem]], sl: Sequence[Sequence[TrainItem]], *, rl_weight: float,
           sl_weight: float, grad_accum: int, ranks: int, aggregation: str, importance: str, step_tokens: int,
-          max_len: int, encoder_decoder: bool = False, skip_zero: bool = True) -> tuple[list[Weighted], int]:
+          max_len: int, encoder_decoder: bool = False, skip_zero: bool = True,
+          max_new_tokens: int = 0) -> tuple[list[Weighted], int]:
     """A rank's micro-batches (RL items: returns as weights, the engine's log-probs as behaviour;
     SL items: references) as weighted sequences, each micro-batch's normaliser folded into its
     sequences' scale: ``rl_weight · policy_loss / grad_accum`` of a micro-batch, and the same for
@@ -86,7 +87,7 @@ def weigh(rl: Sequence[Sequence[TrainItem]], sl: Sequence[Sequence[TrainItem]], 
     for samples, references in zip(rl, sl, strict=True):
         kept = [kept_target_tokens(len(it.prompt_ids), len(it.target_ids), max_len, encoder_decoder) for it in samples]
         if samples and sum(kept):
-            factors = sequence_factors(kept, aggregation, step_tokens, grad_accum * ranks)
+            factors = sequence_factors(kept, aggregation, step_tokens, grad_accum * ranks, max_new_tokens)
             scale = rl_weight / (grad_accum * sum(kept))
             stored = all(it.behaviour for it in samples)  # else no diagnostics, and only importance "none"
             for item, factor in zip(samples, factors):

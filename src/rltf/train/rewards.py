@@ -46,7 +46,16 @@ class Rollout:
     dropped: int = 0
     groups: int = 0
     groups_without_signal: int = 0
-    """Groups whose token returns were all zero (with dynamic sampling their samples are dropped)."""
+    """Groups without a learning signal: token returns all zero or, with ``drop_without_signal``, sequence
+    advantages all zero (with dynamic sampling their samples are dropped)."""
+    groups_with_pass: int = 0
+    groups_zero_std: int = 0
+    """Groups whose samples all got the same sequence reward (TRL's ``frac_reward_zero_std``)."""
+    lengths: list[int] = field(default_factory=list)
+    """Tokens of each sampled completion."""
+    truncated: int = 0
+    """Sampled completions the token limit cut."""
+    masked_overlong: int = 0
     new_tokens: int = 0
     gen_s: float = 0.0
     judge_wait_s: float = 0.0
@@ -77,6 +86,11 @@ class Rollout:
             "samples_dropped_infra": self.dropped,
             "groups": self.groups,
             "groups_without_signal": self.groups_without_signal,
+            "groups_with_pass": self.groups_with_pass,
+            "frac_reward_zero_std": self.groups_zero_std / self.groups if self.groups else None,
+            "completion_length_mean": mean_or_none(self.lengths),
+            "completion_truncated_frac": self.truncated / len(self.lengths) if self.lengths else None,
+            "samples_masked_overlong": self.masked_overlong,
             "gen_tokens": self.new_tokens,
             "time_gen_s": self.gen_s,
             "time_judge_s": self.judge_wait_s,
@@ -97,17 +111,24 @@ class Rollout:
 
 
 def score(sampled: Sampled, prompt_ids: Sequence[Sequence[int]], feedback: FeedbackConfig, step: int,
-          drop_without_signal: bool = False) -> Rollout:
+          drop_without_signal: bool = False, max_new_tokens: int | None = None) -> Rollout:
     """The buffer samples of ``sampled``'s groups (``prompt_ids``: each group's prompt as the engine
     saw it), their returns against each group's baseline (``feedback.baseline``), and every judged
-    program's record. With ``drop_without_signal`` (dynamic sampling) a group whose returns are all
-    zero gives no samples."""
+    program's record. With ``drop_without_signal`` (dynamic sampling) a group gives no samples when
+    its returns are all zero, or when its sequence advantages are (one reward for the whole group
+    under ``rloo`` / ``grpo``: what is left is the per-token penalties, with nothing to prefer one
+    sample over another). ``max_new_tokens``: the limit the completions were sampled under (the
+    overlong term's)."""
     rollout = Rollout(new_tokens=sampled.new_tokens, gen_s=sampled.gen_s, judge_wait_s=sampled.judge_wait_s,
                       judge_busy_s=sampled.judge_busy_s)
     for group, prompt in zip(sampled.groups, prompt_ids, strict=True):
-        samples = _score_group(group, tuple(prompt), feedback, step, rollout)
+        samples, advantages = _score_group(group, tuple(prompt), feedback, step, rollout, max_new_tokens)
         rollout.groups += 1
-        if not any(r for sample in samples for r in sample.returns):
+        rollout.groups_with_pass += any(j.verdict.status == "pass" for j in group.samples)
+        rewards = {sample.reward for sample in samples}
+        rollout.groups_zero_std += len(rewards) <= 1
+        flat = feedback.baseline in ("rloo", "grpo") and not any(advantages)
+        if not any(r for sample in samples for r in sample.returns) or (drop_without_signal and flat):
             rollout.groups_without_signal += 1
             if drop_without_signal:
                 continue
@@ -115,9 +136,10 @@ def score(sampled: Sampled, prompt_ids: Sequence[Sequence[int]], feedback: Feedb
     return rollout
 
 
-def _score_group(group: Group, prompt_ids: tuple[int, ...], fb: FeedbackConfig, step: int,
-                 rollout: Rollout) -> list[Sample]:
-    """The group's samples; its programs, verdicts and rewards go into ``rollout``'s record."""
+def _score_group(group: Group, prompt_ids: tuple[int, ...], fb: FeedbackConfig, step: int, rollout: Rollout,
+                 max_new_tokens: int | None) -> tuple[list[Sample], list[float]]:
+    """The group's samples and their sequence advantages; its programs, verdicts and rewards go into
+    ``rollout``'s record."""
     if group.greedy is not None:
         rollout.greedy += 1
         rollout.greedy_passed += group.greedy.verdict.status == "pass"
@@ -127,14 +149,20 @@ def _score_group(group: Group, prompt_ids: tuple[int, ...], fb: FeedbackConfig, 
             "step": step + 1, "problem_id": group.problem.id, "greedy": group.greedy is not None and j == 0,
             "program": judged.program, "status": verdict.status, "category": verdict.error_category,
             "passed": verdict.passed, "total": verdict.total, "policy_version": judged.completion.policy_version})
-    samples = []
+    samples, advantages = [], []
     for judged, baseline in zip(group.samples, baselines(group, fb.baseline)):
         completion, verdict = judged.completion, judged.verdict
         rollout.programs += 1
         rollout.verdicts[verdict.error_category] += 1
+        rollout.lengths.append(len(completion.token_ids))
+        rollout.truncated += completion.finish_reason == "length"
         if not completion.token_ids:
             continue
-        result = token_returns(verdict, completion.text, completion.offsets, judged.span, baseline, fb)
+        if fb.overlong == "mask" and completion.finish_reason == "length":
+            rollout.masked_overlong += 1
+            continue
+        result = token_returns(verdict, completion.text, completion.offsets, judged.span, baseline, fb,
+                               max_new_tokens)
         if result is None:
             rollout.dropped += 1
             continue
@@ -148,9 +176,12 @@ def _score_group(group: Group, prompt_ids: tuple[int, ...], fb: FeedbackConfig, 
             rollout.static_findings.update(m.finding.rule for m in record.static)
         rollout.terms.setdefault("baseline", []).append(record.baseline)
         rollout.terms.setdefault("advantage", []).append(record.advantage)
+        if fb.overlong == "soft":
+            rollout.terms.setdefault("overlong", []).append(record.overlong)
+        advantages.append(record.advantage)
         rollout.token_returns.extend(values)
         samples.append(Sample(
             group.problem.id, prompt_ids, completion.token_ids, tuple(values),
             {"status": verdict.status, "category": verdict.error_category, "passed": verdict.passed,
              "total": verdict.total}, record.reward, completion.policy_version, logprobs=completion.logprobs))
-    return samples
+    return samples, advantages

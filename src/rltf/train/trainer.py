@@ -36,7 +36,7 @@ from rltf.config import TrainConfig, save_config
 from rltf.datasets import drop_mbpp_leaks, load_problem_set
 from rltf.generation import Engine, make_engine
 from rltf.judge import JudgeService
-from rltf.models import PromptCache, autocast_dtype, build_policy, set_threads
+from rltf.models import PromptCache, autocast_dtype, build_policy, model_identity, set_threads
 from rltf.problems import Problem
 from rltf.seeds import restore_random, stable_seed
 from rltf.train.checkpoint import (
@@ -50,9 +50,16 @@ from rltf.train.checkpoint import (
     save,
     write_text_atomic,
 )
-from rltf.train.curriculum import ProblemSampler
+from rltf.train.curriculum import (
+    LearnableSampler,
+    ProblemSampler,
+    estimate_pass_rates,
+    pass_rate_cache,
+    pass_rate_summary,
+    sample_passes,
+)
 from rltf.train.distributed import Ranks, launcher_fsdp
-from rltf.train.losses import TrainItem, collate, kept_target_tokens, target_logprobs
+from rltf.train.losses import TrainItem, collate, entropy, kept_target_tokens, logprobs_of, target_logits
 from rltf.train.packing import Weighted, logprobs, micro_batches, order, tensors, weigh, weighted_loss
 from rltf.train.report import append_learner_batches, log_scalars, mean_or_none, progress_text, read_metrics
 from rltf.train.rewards import Rollout, score
@@ -121,7 +128,10 @@ class Trainer:
         self.autocast_dtype = autocast_dtype(opt.autocast, self.model.device.type)
         self.buffer = OnlineBuffer(config.buffer.capacity, seed=stable_seed(config.seed, "buffer"),
                                    mode=config.buffer.mode)
-        self.sampler = ProblemSampler(len(self.problems), seed=stable_seed(config.seed, "problems"))
+        self.sampler = ProblemSampler(len(self.problems), seed=stable_seed(config.seed, "problems")) \
+            if config.rollout.selection == "uniform" else LearnableSampler(
+                len(self.problems), stable_seed(config.seed, "problems"), config.rollout.selection_floor,
+                config.rollout.selection_decay)
         self.sl_rng = random.Random(stable_seed(config.seed, "sl"))
         self.step = 0
         self.offline_done = False
@@ -158,6 +168,8 @@ class Trainer:
                               seed=self.config.seed, prompts=self.prompts, autocast=self._autocast)
                 if self.config.rollout.enabled and not self.config.rollout.online and not self.offline_done:
                     self._offline_fill(actor)
+                if isinstance(self.sampler, LearnableSampler) and None in self.sampler.rates:
+                    self._estimate_pass_rates(engine, judge)
                 self._maybe_eval(engine, judge, writer, progress)
                 while self.step < target:
                     record = self.step_once(actor)
@@ -190,7 +202,7 @@ class Trainer:
             with (self.run_dir / SAMPLES).open("a", encoding="utf-8") as sink:
                 sink.writelines(json.dumps(program) + "\n" for program in rollout.program_records)
         record.update(rollout.metrics())
-        record.update(self._logprob_gap(rollout.samples))
+        record.update(self._fresh_check(rollout.samples))
 
         # 3. buffer: staged now, taken in every update_freq steps (the paper's online buffer)
         self.buffer.stage(rollout.samples)
@@ -218,7 +230,8 @@ class Trainer:
             [references[i] for i in mine], rl_weight=opt.rl_weight, sl_weight=opt.sl_weight,
             grad_accum=opt.grad_accum, ranks=self.ranks.count, aggregation=opt.loss_aggregation,
             importance=opt.importance, step_tokens=sum(self._kept(s) for samples in drawn for s in samples),
-            max_len=opt.max_seq_len, encoder_decoder=self.policy.is_encoder_decoder)
+            max_len=opt.max_seq_len, encoder_decoder=self.policy.is_encoder_decoder,
+            max_new_tokens=cfg.rollout.max_new_tokens)
         part = self._backward(weighted)
         part.update(skipped=skipped, staleness=[self.step - s.policy_version for i in mine for s in drawn[i]])
 
@@ -261,16 +274,49 @@ class Trainer:
                                                  self.step))
             calls += 1
             wanted = cfg.problems_per_step - rollout.groups_with_signal
+        if isinstance(self.sampler, LearnableSampler):  # every group moves its problem's estimate
+            index = {p.id: i for i, p in enumerate(self.problems)}
+            for problem_id, passes in sample_passes(rollout.program_records).items():
+                self.sampler.update(index[problem_id], sum(passes), len(passes))
         return rollout
 
     def _sample_and_score(self, actor: Actor, problems: Sequence[Problem], step: int) -> Rollout:
         sampled = actor.sample(problems, step, self.ranks.index, self.ranks.count)
         mine = score(sampled, [self.prompts(g.problem)[1] for g in sampled.groups], self.config.feedback, step,
-                     drop_without_signal=self.config.rollout.dynamic_sampling)
+                     drop_without_signal=self.config.rollout.dynamic_sampling,
+                     max_new_tokens=self.config.rollout.max_new_tokens)
         whole = Rollout()
         for part in self.ranks.gather(mine):
             whole.merge(part)
         return whole
+
+    def _estimate_pass_rates(self, engine: Engine, judge: JudgeService) -> None:
+        """``rollout.selection: learnable``'s pre-pass: each training problem's pass rate from
+        ``selection_samples`` samples of the starting model (:func:`rltf.train.curriculum.estimate_pass_rates`)."""
+        cfg = self.config.rollout
+        # one sampling seed for every run's pre-pass: seeds of one experiment share the estimates
+        actor = Actor(engine, judge, dataclasses.replace(cfg, samples_per_problem=cfg.selection_samples),
+                      greedy=False, seed=stable_seed("selection"), prompts=self.prompts, autocast=self._autocast)
+        cache = pass_rate_cache(model_identity(self.config.model.name), engine.label, self.policy.style, cfg)
+        known = json.loads(cache.read_text()) if self.is_main and cache.is_file() else {}
+        known = self.ranks.gather(known)[0]  # rank 0's cache for every rank: they sample the same problems
+
+        def sample(problems: Sequence[Problem]) -> dict[str, list[bool]]:
+            sampled = actor.sample(problems, 0, self.ranks.index, self.ranks.count)
+            mine = {g.problem.id: [j.verdict.status == "pass" for j in g.samples] for g in sampled.groups}
+            return {k: v for part in self.ranks.gather(mine) for k, v in part.items()}
+
+        def save(rates: dict[str, float]) -> None:
+            if self.is_main:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(cache, json.dumps(rates, sort_keys=True))
+
+        started = time.perf_counter()
+        self.sampler.rates = estimate_pass_rates(self.problems, sample, known, cfg.problems_per_step, save)
+        if self.is_main:
+            write_text_atomic(self.run_dir / "pass_rates.json", json.dumps(
+                pass_rate_summary(self.problems, self.sampler.rates, cache, time.perf_counter() - started),
+                indent=1) + "\n")
 
     def _references(self, n: int) -> list[TrainItem]:
         """``n`` uniformly random reference solutions of training problems (any problem, any solution)."""
@@ -346,27 +392,28 @@ class Trainer:
                 "kl_behaviour_current": mean_or_none(diagnostics["kl"]),
                 "time_train_s": elapsed, "tokens_per_s_train": tokens / elapsed if elapsed else None}
 
-    def _logprob_gap(self, samples: Sequence[Sample], n: int = 2) -> dict[str, Any]:
-        """Mean |engine log-prob - learner log-prob| over the tokens of up to ``n`` fresh samples (one extra
-        no-grad forward on them).
+    def _fresh_check(self, samples: Sequence[Sample], n: int = 2) -> dict[str, Any]:
+        """The learner on up to ``n`` fresh samples (one extra no-grad forward): the mean |engine log-prob -
+        learner log-prob| of their tokens, and the policy's entropy at those tokens.
 
         Both score the same tokens with the same weights (the samples' version is the learner's
         step), so the gap is the engine's numerical mismatch (quantization, kernels): what
-        importance correction has to absorb.
+        importance correction has to absorb. The entropy falling to zero is a policy collapsing.
         """
         fresh = [s for s in samples if s.policy_version == self.step and s.logprobs][:n]
         if not fresh or not (self.is_main or self.ranks.fsdp):  # under FSDP the forward is a collective
-            return {"logprob_gap": None}
+            return {"logprob_gap": None, "entropy": None}
         started = time.perf_counter()
         batch = collate([TrainItem(s.prompt_ids, s.completion_ids, [1.0] * len(s.completion_ids), s.logprobs)
                          for s in fresh], self.policy.tokenizer.pad_token_id, self.config.optim.max_seq_len,
                         self.policy.is_encoder_decoder)
         batch = dataclasses.replace(batch, inputs={k: v.to(self.model.device) for k, v in batch.inputs.items()})
         with torch.no_grad(), self._autocast():  # not inference_mode: FSDP2 would gather into inference tensors
-            learner = target_logprobs(self.model, batch)
-        gap = (batch.behaviour - learner.float().cpu()).abs()
+            logits, targets = target_logits(self.model, batch)
+            learner = logprobs_of(logits, targets)
+        gap = (batch.behaviour - learner.cpu()).abs()
         return {"logprob_gap": float(gap.mean()), "logprob_gap_max": float(gap.max()),
-                "time_logprob_gap_s": time.perf_counter() - started}
+                "entropy": float(entropy(logits).mean()), "time_logprob_gap_s": time.perf_counter() - started}
 
     def _offline_fill(self, actor: Actor) -> None:
         """CodeRL-style offline data: the initial policy samples every training problem once."""
@@ -451,4 +498,5 @@ class Trainer:
             for k, v in summary.get("pass_at_k", {}).items():
                 writer.add_scalar(f"eval/pass@{k}", v, step)
             writer.flush()
+
 
