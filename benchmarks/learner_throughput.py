@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         first = [r for r in results if r["step"] == results[0]["step"] and r["dtype"] == results[0]["dtype"]
                  and r["threads"] == results[0]["threads"]]
-        baseline = next(r for r in first if r["run"] == "reference")
+        baseline = next((r for r in first if r["run"] == "reference"), first[0])  # else the first run named
         best = max(first, key=lambda r: r["programs_per_s"])
         args.json.write_text(json.dumps({
             "step": results[0]["step"], "dtype": results[0]["dtype"], "threads": results[0]["threads"],

@@ -67,7 +67,7 @@ def test_pass_rate_pre_pass_samples_only_what_the_cache_lacks() -> None:
         calls.append([p.id for p in batch])
         return {p.id: [True, False, False, int(p.id[1:]) % 2 == 0] for p in batch}
 
-    rates = estimate_pass_rates(problems, sample, {"p1": 0.9}, per_call=3, save=saved.append)
+    rates = estimate_pass_rates(problems, sample, {"p1": 0.9}, per_call=3, save=lambda r: saved.append(dict(r)))
     assert calls == [["p0", "p2", "p3"], ["p4"]]  # p1 from the cache, 3 problems per call
     assert rates == pytest.approx([0.5, 0.9, 0.5, 0.25, 0.5])
     assert len(saved) == 2 and saved[-1]["p1"] == 0.9 and set(saved[0]) == {"p0", "p1", "p2", "p3"}

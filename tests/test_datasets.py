@@ -53,7 +53,9 @@ def test_vendored_counts_and_ids(name):
 
 def test_registry():
     assert [info.name for info in list_datasets()] == ["mbpp", "mbpp-sanitized", "mbpp-plus", "humaneval", "apps",
-                                                       "apps-sample5", "apps-selected150", "synthetic"]
+                                                       "apps-sample5", "apps-selected150", "synthetic",
+                                                       "family-strings", "family-lists", "family-arith",
+                                                       "family-stdio", "family-twofn"]
     assert DATASETS["apps"].needs_path and DATASETS["apps"].splits == {"train": 5000, "test": 5000}
     assert len(load_dataset("humaneval", limit=3)) == 3
     plus_test = load_dataset("mbpp-plus", split="test")  # MBPP+ tasks keep MBPP's ids, and so its split

@@ -382,7 +382,8 @@ def test_sign_and_sum_conventions() -> None:
     assert returns.sum().item() == pytest.approx(len(OFFSETS) * -0.6 - 0.3 * 3)
     assert (returns <= 0).all() and returns[5].item() == pytest.approx(-0.9)
     assert record.to_dict() == {"category": "line", "span": [35, 53], "tokens": [5, 6, 7], "static": [],
-                                "terms": {"adaptive": -0.6, "fine": -0.3, "baseline": 0.0, "static": 0}}
+                                "terms": {"adaptive": -0.6, "fine": -0.3, "baseline": 0.0, "static": 0,
+                                          "overlong": 0.0}}
     returns, record = run(SYNTAX)  # invalid syntax on the last line: the whole program, not "Code:"/"Done."
     assert (record.category, record.tokens) == ("global", tuple(range(1, 9)))
     assert returns[0].item() == pytest.approx(-1.0) and returns[1].item() == pytest.approx(-1.3)
@@ -504,7 +505,7 @@ def test_explain_json(tmp_path) -> None:
     out = json.loads(result.stdout)
     assert out["verdict"]["error"]["type"] == "ZeroDivisionError"
     assert out["category"] == "line" and out["span_text"].strip() == "return sum(xs) / n"
-    assert out["terms"] == {"adaptive": -0.6, "fine": -0.3, "baseline": 0.0, "static": 0}
+    assert out["terms"] == {"adaptive": -0.6, "fine": -0.3, "baseline": 0.0, "static": 0, "overlong": 0.0}
     assert out["static"] == []  # no --static-weight: the analyzer does not run
     assert "".join(out["tokens"]) == program.read_bytes().decode()
     assert sorted(set(out["token_returns"])) == [-0.9, -0.6]
