@@ -99,6 +99,7 @@ class Trainer:
         self.problems = self.problems[:data.limit]
         if not self.problems:
             raise ValueError("no training problems")
+        self.problem_index = {p.id: i for i, p in enumerate(self.problems)}
         self.references = [(i, s) for i, p in enumerate(self.problems) for s in range(len(p.solutions))]
         if not config.rollout.enabled and not self.references:
             raise ValueError("supervised fine-tuning (rollout.enabled=false) needs reference solutions; "
@@ -275,9 +276,8 @@ class Trainer:
             calls += 1
             wanted = cfg.problems_per_step - rollout.groups_with_signal
         if isinstance(self.sampler, LearnableSampler):  # every group moves its problem's estimate
-            index = {p.id: i for i, p in enumerate(self.problems)}
             for problem_id, passes in sample_passes(rollout.program_records).items():
-                self.sampler.update(index[problem_id], sum(passes), len(passes))
+                self.sampler.update(self.problem_index[problem_id], sum(passes), len(passes))
         return rollout
 
     def _sample_and_score(self, actor: Actor, problems: Sequence[Problem], step: int) -> Rollout:
