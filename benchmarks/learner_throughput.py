@@ -6,7 +6,7 @@
 A recorded step (``benchmarks/learner/<name>.json.gz``, written by a run with ``log.learner_batches=true``)
 holds the RL micro-batches (prompt and completion ids, returns, the engine's log-probs) and the SL
 micro-batches of one optimizer step: ``ablation-rl`` (step 1 of a run of the first ablation's RL
-config: 32 samples), ``default`` (step 3 of the default run in ``benchmarks/train-runs/default-every-sample/``:
+config: 32 samples), ``default`` (step 3 of the default run in ``experiments/train-runs/default-every-sample/``:
 40 samples and 4 references) and ``default-micro4`` (step 1 of the previous default: 4 and 4). Each run
 replays it on the embedded SmolLM2-135M: forward and backward of the whole step (no optimizer step),
 once to warm up and then ``--repeat`` times, timed

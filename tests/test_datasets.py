@@ -28,8 +28,8 @@ from rltf.datasets import (
 from rltf.problems import Problem, ProblemFormatError
 from rltf.prompts import build_prompt
 
-COUNTS = {"mbpp": 974, "mbpp-sanitized": 427, "mbpp-plus": 399, "humaneval": 164, "apps-sample5": 5,
-          "apps-selected150": 128, "synthetic": 66}
+COUNTS = {"mbpp": 974, "mbpp-sanitized": 427, "mbpp-plus": 399, "mbpp-augmented": 874, "humaneval": 164,
+          "apps-sample5": 5, "apps-selected150": 128, "synthetic": 66}
 
 
 def run_reference(problem: Problem, cases: list[str] | None = None) -> None:
@@ -52,9 +52,9 @@ def test_vendored_counts_and_ids(name):
 
 
 def test_registry():
-    assert [info.name for info in list_datasets()] == ["mbpp", "mbpp-sanitized", "mbpp-plus", "humaneval", "apps",
-                                                       "apps-sample5", "apps-selected150", "synthetic",
-                                                       "family-strings", "family-lists", "family-arith",
+    assert [info.name for info in list_datasets()] == ["mbpp", "mbpp-sanitized", "mbpp-plus", "mbpp-augmented",
+                                                       "humaneval", "apps", "apps-sample5", "apps-selected150",
+                                                       "synthetic", "family-strings", "family-lists", "family-arith",
                                                        "family-stdio", "family-twofn"]
     assert DATASETS["apps"].needs_path and DATASETS["apps"].splits == {"train": 5000, "test": 5000}
     assert len(load_dataset("humaneval", limit=3)) == 3
@@ -67,6 +67,17 @@ def test_registry():
         load_dataset("mbpp", split="dev")
     with pytest.raises(ValueError, match="path="):
         load_dataset("apps")
+
+
+def test_augmented_mbpp_is_mbpp_with_extra_tests():
+    """The augmented-tests arm trains on MBPP's own problems and original tests, plus generated ones."""
+    for split, augmented in (("train", 366), ("test", None)):
+        plain = {p.id: p for p in load_dataset("mbpp", split=split)}
+        extra = load_dataset("mbpp-augmented", split=split)
+        assert [p.id for p in extra] == list(plain)
+        assert all(p.prompt == plain[p.id].prompt and p.tests == plain[p.id].tests for p in extra)
+        with_extra = sum(bool(p.extra_tests) for p in extra)
+        assert with_extra == augmented if augmented else with_extra > 0.9 * len(extra)
 
 
 def test_mbpp_splits():

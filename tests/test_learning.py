@@ -1,4 +1,4 @@
-"""The CI version of the RL learning test (``benchmarks/learning_test.py``): RL alone, from the
+"""The CI version of the RL learning test (``experiments/learning_test.py``): RL alone, from the
 embedded SmolLM2-135M, must raise the pass share of sampled programs on a fixed set of synthetic
 problems with one update. The same 8 problems are sampled before and after, so the rise is the
 policy's, not a change of problems."""

@@ -138,6 +138,12 @@ def held_out_twins(dataset: str) -> dict[str, list[str]]:
     return twins
 
 
+def load_mbpp_augmented(split: str | None = None, path: str | Path | None = None) -> list[Problem]:
+    """MBPP train and test with the extra tests ``rltf augment`` generated (``judge.tests=all`` checks them):
+    the augmented-tests arm's training input, kept with the package so a run never reads a results folder."""
+    return _in_split(load_problems(Path(path) if path else DATA_DIR / "mbpp_augmented.jsonl.gz"), split)
+
+
 def load_mbpp_sanitized(split: str | None = None, path: str | Path | None = None) -> list[Problem]:
     """Hand-verified MBPP (427); one JSON array, so errors name the record index rather than a line."""
     source = Path(path) if path else DATA_DIR / "sanitized-mbpp.json.gz"
@@ -431,6 +437,8 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in [
                 file="sanitized-mbpp.json.gz"),
     DatasetInfo("mbpp-plus", "MBPP+ v0.1.0 (EvalPlus), Apache-2.0 / CC-BY-4.0; MBPP's split by task id",
                 {"prompt": 7, "test": 239, "validation": 42, "train": 111}, load_mbpp_plus, file="mbpp_plus.jsonl.gz"),
+    DatasetInfo("mbpp-augmented", "MBPP train and test with generated extra tests (rltf augment), CC-BY-4.0",
+                {"test": 500, "train": 374}, load_mbpp_augmented, file="mbpp_augmented.jsonl.gz"),
     DatasetInfo("humaneval", "OpenAI HumanEval, MIT", {"test": 164}, load_humaneval, file="HumanEval.jsonl.gz"),
     DatasetInfo("apps", "APPS from a local copy (path=), MIT", {"train": 5000, "test": 5000}, load_apps,
                 needs_path=True),

@@ -32,6 +32,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import rltf
+from rltf._io import read_jsonl
 from rltf.config import TrainConfig
 from rltf.datasets import dataset_file
 from rltf.generation import Engine, SamplingParams, length_batches
@@ -143,19 +144,6 @@ def plan_chunks(lengths: Sequence[int], draws: int, batch_size: int, padded: boo
     return length_batches(lengths, draws, batch_size, padded)
 
 
-def _read_samples(path: Path) -> list[dict[str, Any]]:
-    """Records of an earlier run; a torn last line (a killed run) is dropped."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return records
-
-
 def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as handle:
@@ -180,7 +168,7 @@ def _check_settings(out: Path, settings: EvalSettings) -> None:
 def per_problem_pass(samples: str | Path) -> dict[str, float]:
     """Each problem's share of passing programs in a ``samples.jsonl`` (0 or 1 when greedy): the unit
     paired comparisons resample."""
-    return {pid: c / n for pid, (n, c) in _pass_counts(_read_samples(Path(samples))).items()}
+    return {pid: c / n for pid, (n, c) in _pass_counts(read_jsonl(Path(samples))).items()}
 
 
 def _pass_counts(records: Iterable[dict[str, Any]]) -> dict[str, tuple[int, int]]:
@@ -194,7 +182,7 @@ def _pass_counts(records: Iterable[dict[str, Any]]) -> dict[str, tuple[int, int]
 def cut_at_limit(samples: str | Path) -> int:
     """How many programs of a ``samples.jsonl`` stopped at the token limit rather than ending: the
     sign of a policy that no longer stops (repeating itself until the budget runs out)."""
-    return sum(record["finish_reason"] == "length" for record in _read_samples(Path(samples)))
+    return sum(record["finish_reason"] == "length" for record in read_jsonl(Path(samples)))
 
 
 def _category(verdict: Verdict) -> str:
@@ -289,7 +277,7 @@ def evaluate(
     _check_settings(out, settings)
     started = time.perf_counter()
     known = {p.id: p for p in problems}
-    records = _read_samples(out / SAMPLES)
+    records = read_jsonl(out / SAMPLES)
     retry = [i for i, r in enumerate(records) if r["verdict"]["status"] == "infra_error" and r["problem_id"] in known]
     judge_s = 0.0
     if retry:
@@ -452,7 +440,7 @@ def export(out: str | Path, fmt: str, path: str | Path) -> int:
     number of records."""
     if fmt not in EXPORTS:
         raise ValueError(f"unknown export format {fmt!r} (known: {', '.join(EXPORTS)})")
-    records = _read_samples(Path(out) / SAMPLES)
+    records = read_jsonl(Path(out) / SAMPLES)
     key = "solution" if fmt == "evalplus" else "completion"
 
     def task_id(pid: str) -> str:

@@ -1,4 +1,4 @@
-"""Problem families for the RL learning suite (``benchmarks/learning_suite.py``): does RL learn on
+"""Problem families for the RL learning suite (``experiments/learning_suite.py``): does RL learn on
 families the recipe was not built on?
 
 Five families of different kinds, each of parameterised one-task templates in the manner of

@@ -1,4 +1,4 @@
-"""A synthetic problem family where learning is easy: RLTF's learning test (``benchmarks/learning_test.py``).
+"""A synthetic problem family where learning is easy: RLTF's learning test (``experiments/learning_test.py``).
 
 Each of :data:`TEMPLATES` is a one-line task with a parameter ("return n squared plus 3",
 "repeat s 3 times"); instance ``i`` of a template takes the ``i``-th of its parameter values. Instances 0-3 of

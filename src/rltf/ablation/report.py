@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from rltf._io import existing
 from rltf.ablation.spec import EVAL_DIR, WARM_START, AblationSpec, finished_runs, run_dir, warm_start_evaluated
 from rltf.ablation.stats import BOOTSTRAP_SEED, bootstrap_mean, holm, paired
 from rltf.config import load_config
@@ -123,7 +124,8 @@ def twins_sampled(spec: AblationSpec, out: Path,
     for arm, seeds in seeds_of.items():
         for seed in seeds:
             directory = run_dir(out, arm, seed)
-            kept = (directory / RUN_SAMPLES).is_file() or not load_config(str(directory / CONFIG)).rollout.enabled
+            sampling = load_config(str(directory / CONFIG)).rollout.enabled
+            kept = existing(directory / RUN_SAMPLES) is not None or not sampling
             sampled = {r["problem_id"] for r in read_samples(directory)} if kept else None
             found.setdefault(arm, {})[str(seed)] = None if sampled is None else sorted(
                 test for test, trains in twins.items() if sampled.intersection(trains))

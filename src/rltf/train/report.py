@@ -3,7 +3,6 @@ micro-batches) and reading it back (metrics, eval summaries, plots)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from rltf._io import read_jsonl
 from rltf.judge.verdict import VERDICT_KEYS
 from rltf.train.checkpoint import EVAL_DIR, METRICS, SAMPLES
 
@@ -61,13 +61,9 @@ def progress_text(record: dict[str, Any]) -> str:
 
 
 def read_metrics(run_dir: str | Path, name: str = METRICS) -> list[dict[str, Any]]:
-    """The run's ``metrics.jsonl`` lines (or another of its JSONL files), a torn line left out."""
-    path = Path(run_dir) / name
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
-        with contextlib.suppress(json.JSONDecodeError):
-            records.append(json.loads(line))
-    return records
+    """The run's ``metrics.jsonl`` lines (or another of its JSONL files, or their ``.gz`` copies), a torn
+    line left out."""
+    return read_jsonl(Path(run_dir) / name)
 
 
 def read_samples(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -1,0 +1,154 @@
+"""The RL learning suite: does the default recipe learn on every family and every seed?
+
+The learning test (``learning_test.py``) on the families of :mod:`rltf.families`, which the recipe
+was not built on: RL only, from the embedded SmolLM2-135M-Instruct, ``rltf/configs/learning-test.yaml``
+with the family's train split and its held-out split as the evaluation (8 samples per problem).
+Each (family, estimator, seed) is one run; ``cross`` trains on every family but one and evaluates
+the one left out.
+
+    python experiments/learning_suite.py run --family strings --estimator grpo --seed 0
+    python experiments/learning_suite.py cross --heldout stdio --estimator grpo --seed 0
+    python experiments/learning_suite.py all --estimators grpo,rloo,greedy --seeds 0,1,2
+    python experiments/learning_suite.py table            # suite.{json,md,png} from the finished runs
+
+Runs live in ``--out`` (default ``runs/learning-suite``) and resume when repeated; ``table`` writes
+its files to ``--results`` (default ``experiments/learning``). Target per (family, seed): held-out
+pass up by at least 20 points or at least 85 %, never below its start, in at most 15 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from learning_test import result, train
+
+from rltf.ablation.stats import bootstrap_mean
+from rltf.config import load_config
+from rltf.families import FAMILIES, load_family
+from rltf.problems import save_problems
+from rltf.train import read_evals
+
+TARGET_RISE, TARGET_LEVEL, TARGET_MINUTES = 0.20, 0.85, 15.0
+
+
+def run_family(out: Path, family: str, estimator: str, seed: int, overrides: list[str]) -> dict[str, Any]:
+    """One (family, estimator, seed) run, resumed if it exists; its result with per-problem numbers."""
+    where = out / family / f"{estimator}-seed{seed}"
+    config = load_config("learning-test", [
+        f"data.dataset=family-{family}", "data.split=train", f"eval.dataset=family-{family}", "eval.split=heldout",
+        f"feedback.baseline={estimator}", f"seed={seed}", *overrides])
+    return _finish(where, config, {"family": family, "estimator": estimator, "seed": seed})
+
+
+def run_cross(out: Path, heldout: str, estimator: str, seed: int, overrides: list[str]) -> dict[str, Any]:
+    """Train on the train splits of every family but ``heldout``; evaluate ``heldout``'s held-out split."""
+    where = out / f"cross-{heldout}" / f"{estimator}-seed{seed}"
+    data = where / "train.jsonl.gz"
+    if not data.is_file():
+        where.mkdir(parents=True, exist_ok=True)
+        save_problems([p for name in FAMILIES if name != heldout for p in load_family(name, "train")], data)
+    config = load_config("learning-test", [
+        f"data.dataset={data}", f"eval.dataset=family-{heldout}", "eval.split=heldout",
+        f"feedback.baseline={estimator}", f"seed={seed}", *overrides])
+    return _finish(where, config, {"family": f"cross-{heldout}", "estimator": estimator, "seed": seed})
+
+
+def _finish(where: Path, config: Any, labels: dict[str, Any]) -> dict[str, Any]:
+    train(config, where / "run")
+    res = {**labels, **result(where / "run", labels["estimator"])}
+    evals = read_evals(where / "run")
+    first, last = evals[0][1]["per_problem"], evals[-1][1]["per_problem"]
+    res["per_problem"] = {pid: [first[pid]["fraction"], last[pid]["fraction"]] for pid in last}
+    (where / "result.json").write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+def summarise(res: dict[str, Any]) -> dict[str, Any]:
+    """Before / after, the change with its 95 % interval over problems, problems better / worse, the target."""
+    pairs = np.array(list(res["per_problem"].values()))
+    change = pairs[:, 1] - pairs[:, 0]
+    low, high = bootstrap_mean(change[None, :])
+    before, after = res["heldout_pass_before"], res["heldout_pass_after"]
+    return {"family": res["family"], "estimator": res["estimator"], "seed": res["seed"], "before": before,
+            "after": after, "change": after - before, "ci": [low, high], "better": int((change > 0).sum()),
+            "worse": int((change < 0).sum()), "minutes": res["minutes"],
+            "target_met": res["minutes"] <= TARGET_MINUTES and after >= before
+            and (after - before >= TARGET_RISE or after >= TARGET_LEVEL)}
+
+
+def table(out: Path, results_dir: Path) -> None:
+    rows = [summarise(json.loads(p.read_text())) for p in sorted(out.glob("*/*/result.json"))]
+    if not rows:
+        raise SystemExit(f"no finished runs under {out}")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "suite.json").write_text(json.dumps(rows, indent=1) + "\n")
+    lines = ["| family | estimator | seed | held-out pass before | after | change (95 % CI over problems) | "
+             "better / worse | minutes | target |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['family']} | {r['estimator']} | {r['seed']} | {100 * r['before']:.1f} % | "
+                     f"{100 * r['after']:.1f} % | {100 * r['change']:+.1f} ({100 * r['ci'][0]:+.1f}, "
+                     f"{100 * r['ci'][1]:+.1f}) | {r['better']} / {r['worse']} | {r['minutes']:.1f} | "
+                     f"{'met' if r['target_met'] else 'missed'} |")
+    (results_dir / "suite.md").write_text("\n".join(lines) + "\n")
+    plot(rows, [json.loads(p.read_text()) for p in sorted(out.glob("*/*/result.json"))], results_dir / "suite.png")
+    print("\n".join(lines))
+
+
+def plot(rows: list[dict[str, Any]], results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = sorted({r["family"] for r in rows})
+    fig, axes = plt.subplots(1, len(families), figsize=(3.2 * len(families), 3.2), squeeze=False)
+    for ax, family in zip(axes[0], families):
+        for res in (r for r in results if r["family"] == family):
+            curve = res["heldout_curve"]
+            ax.plot([c["step"] for c in curve], [100 * c["pass"] for c in curve], marker="o", alpha=0.8,
+                    label=f"{res['estimator']} s{res['seed']}")
+        ax.set_title(family, fontsize=10)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylim(0, 100)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("held-out sampled programs passing, %")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=("run", "cross", "all", "table"))
+    parser.add_argument("--family", choices=sorted(FAMILIES), default="strings")
+    parser.add_argument("--heldout", choices=sorted(FAMILIES), default="stdio")
+    parser.add_argument("--estimator", choices=("greedy", "rloo", "grpo"), default="grpo")
+    parser.add_argument("--estimators", default="grpo,rloo,greedy")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out", type=Path, default=Path("runs/learning-suite"))
+    parser.add_argument("--results", type=Path, default=Path("experiments/learning"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="further config overrides (dotted keys of rltf/configs/learning-test.yaml)")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        print(json.dumps(summarise(run_family(args.out, args.family, args.estimator, args.seed, args.overrides))))
+    elif args.command == "cross":
+        print(json.dumps(summarise(run_cross(args.out, args.heldout, args.estimator, args.seed, args.overrides))))
+    elif args.command == "all":
+        for seed in map(int, args.seeds.split(",")):
+            for estimator in args.estimators.split(","):
+                for family in FAMILIES:
+                    print(json.dumps(summarise(run_family(args.out, family, estimator, seed, args.overrides))),
+                          flush=True)
+    table(args.out, args.results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
