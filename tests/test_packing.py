@@ -3,6 +3,7 @@ gradients of the per-micro-batch reference path: every aggregation, every import
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -18,7 +19,7 @@ from rltf.train.losses import (
     target_logprobs,
     weighted_nll,
 )
-from rltf.train.packing import build, order, packed_logprobs, plan, weigh, weighted_loss
+from rltf.train.packing import Weighted, build, order, packed_logprobs, plan, weigh, weighted_loss
 
 MAX_LEN = 40
 GRAD_ACCUM = 2
@@ -155,3 +156,23 @@ def test_a_shared_prompt_runs_once_and_rows_respect_the_budget() -> None:
                     [1, 1, 1, 0, 0],  # first target: the prompt and itself
                     [1, 1, 1, 1, 0],
                     [1, 1, 0, 0, 1]]  # second target: the prompt, not the first target
+
+
+def test_kl_to_the_start_policy_by_hand() -> None:
+    """k3 = e^(q-p) - (q-p) - 1 on the RL tokens only, scaled like the RL term, and its gradient pulls p to q."""
+    p = torch.log(torch.tensor([0.5, 0.25, 0.4])).requires_grad_()
+    q = torch.log(torch.tensor([0.25, 0.5, 0.1]))
+    owner = torch.tensor([0, 0, 1])  # two tokens of an RL sample, one of a reference
+    members = [Weighted(TrainItem([1], [2, 3], [0.5, -1.0]), 0.3, "none"), Weighted(TrainItem([1], [4], [1.0]), 0.7)]
+    weights, behaviour = torch.tensor([0.5, -1.0, 1.0]), torch.zeros(3)
+    loss, parts, diagnostics = weighted_loss(p, owner, weights, behaviour, members, start=q, kl_coef=0.1)
+    k3 = [(0.25 / 0.5) - math.log(0.25 / 0.5) - 1, (0.5 / 0.25) - math.log(0.5 / 0.25) - 1]
+    rl = -0.3 * (0.5 * math.log(0.5) - 1.0 * math.log(0.25))
+    assert parts["rl"] == pytest.approx(rl) and parts["sl"] == pytest.approx(-0.7 * math.log(0.4))
+    assert parts["kl"] == pytest.approx(0.1 * 0.3 * sum(k3))
+    assert loss.item() == pytest.approx(rl + parts["sl"] + parts["kl"])
+    assert diagnostics["kl_start"] == [pytest.approx(sum(k3) / 2)]
+    loss.backward()  # d k3 / dp = 1 - e^(q-p): p above q is pushed down, below q pushed up
+    assert p.grad.tolist() == pytest.approx([-0.3 * 0.5 + 0.03 * (1 - 0.5), 0.3 * 1.0 + 0.03 * (1 - 2.0), -0.7])
+    no_kl, parts, _ = weighted_loss(p, owner, weights, behaviour, members)
+    assert parts["kl"] == 0 and no_kl.item() == pytest.approx(rl + parts["sl"])

@@ -420,3 +420,27 @@ def test_dynamic_sampling_draws_more_problems_up_to_max_rollouts(tmp_path: Path)
     assert sum(record["verdicts"].values()) == 12 and record["samples_new"] == 0
     assert record["train_references"] == 6 and record["train_samples"] == 0  # 3 references x grad_accum 2
     assert trainer.sampler.pos == 6  # 3 calls x 2 problems
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_kl_to_the_start_policy_starts_at_zero_grows_and_survives_a_resume(tmp_path: Path, lora: bool) -> None:
+    extra = ["model.lora.enabled=true", "model.lora.target_modules=[q_proj, v_proj]"] if lora else []
+    config = _config("steps=2", "optim.kl_coef=0.5", "optim.sl_weight=0", "feedback.baseline=rloo",
+                     "eval.at_end=false", *extra)
+    Trainer(config, tmp_path / "full", show_progress=False).run()
+    full = read_metrics(tmp_path / "full")
+    trained = [r for r in full if r["train_samples"] > r["samples_skipped_zero_weight"]]
+    assert trained and all(r["loss_kl"] is not None for r in full)
+    # the learner is the start policy until its first update: every k3 term is 0 there
+    first = next(r for r in trained if r["step"] == trained[0]["step"])
+    assert first["kl_start"] == pytest.approx(0.0, abs=1e-6) and first["loss_kl"] == pytest.approx(0.0, abs=1e-6)
+    if trained[-1]["step"] > first["step"]:
+        assert trained[-1]["kl_start"] > 1e-6
+    if not lora:  # a resumed run holds the learner to the same start, not to its checkpoint
+        assert Trainer(config, tmp_path / "cut", show_progress=False).run(stop_at=1) == 1
+        Trainer(config, tmp_path / "cut", resume=True, show_progress=False).run()
+        resumed = read_metrics(tmp_path / "cut")
+        for a, b in zip(full, resumed):
+            assert (a["kl_start"] is None) == (b["kl_start"] is None)
+            if a["kl_start"] is not None:
+                assert a["kl_start"] == pytest.approx(b["kl_start"], rel=1e-3, abs=1e-7)

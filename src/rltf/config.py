@@ -158,6 +158,12 @@ class OptimConfig:
     importance sampling); ``none`` is the original's plain -r_t·log π_θ(w_t)."""
     clip_eps: float = 0.2
     tis_cap: float = 2.0
+    kl_coef: float = 0.0
+    """β of a KL term that holds the learner to the policy the run started from (a trust region the
+    original lacks): β·Σ scale·k3_t over the RL tokens, k3_t = e^(q_t - p_t) - (q_t - p_t) - 1 with q the
+    start policy's log-prob (Schulman's k3, as GRPO uses it; ≥ 0, unbiased for KL(current‖start)),
+    aggregated like the RL term. Samples skipped for zero returns carry none. Costs one no-grad
+    forward of the start policy per micro-batch (LoRA: the adapters switched off; else a frozen copy)."""
     loss_aggregation: Literal["token_mean", "seq_mean", "global_token_mean", "constant"] = "token_mean"
     """How the RL term averages its token terms: over the tokens of each micro-batch (the original's;
     long completions weigh more), over each micro-batch's sequences (each sequence's token mean: a

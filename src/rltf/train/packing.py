@@ -104,15 +104,26 @@ def weigh(rl: Sequence[Sequence[TrainItem]], sl: Sequence[Sequence[TrainItem]], 
 
 
 def weighted_loss(logp: torch.Tensor, owner: torch.Tensor, weights: torch.Tensor, behaviour: torch.Tensor,
-                  members: Sequence[Weighted], clip_eps: float = 0.2,
-                  tis_cap: float = 2.0) -> tuple[torch.Tensor, dict[str, float], dict[str, list[float]]]:
+                  members: Sequence[Weighted], clip_eps: float = 0.2, tis_cap: float = 2.0,
+                  start: torch.Tensor | None = None,
+                  kl_coef: float = 0.0) -> tuple[torch.Tensor, dict[str, float], dict[str, list[float]]]:
     """``Σ scale · term_t`` over a micro-batch's target tokens (``owner`` indexes ``members``), each
-    token's term under its sequence's correction; also the RL and SL parts and the diagnostics of
-    the samples with stored log-probs."""
+    token's term under its sequence's correction, plus ``kl_coef · Σ scale · k3_t`` over the RL tokens
+    where ``start`` holds the start policy's log-probs (:attr:`rltf.config.OptimConfig.kl_coef`); also
+    the RL, SL and KL parts and the diagnostics of the samples with stored log-probs."""
     device = logp.device
     scale = torch.tensor([w.scale for w in members], dtype=torch.float32, device=device)[owner.to(device)]
     kinds = [(w.importance, bool(w.item.behaviour)) for w in members]
-    total, parts, diagnostics = logp.new_zeros(()), {"rl": 0.0, "sl": 0.0}, {}
+    total, parts, diagnostics = logp.new_zeros(()), {"rl": 0.0, "sl": 0.0, "kl": 0.0}, {}
+    if start is not None:
+        rl = torch.tensor([w.importance is not None for w in members], device=device)[owner.to(device)]
+        delta = start.to(device)[rl] - logp[rl]
+        k3 = torch.exp(delta) - delta - 1
+        part = kl_coef * (scale[rl] * k3).sum()
+        total = total + part
+        parts["kl"] = part.item()
+        if k3.numel():
+            diagnostics["kl_start"] = [k3.detach().mean().item()]
     for kind, stored in dict.fromkeys(kinds):
         chosen = torch.tensor([k == (kind, stored) for k in kinds], device=device)[owner.to(device)]
         terms, stats = token_terms(logp[chosen], weights.to(device)[chosen],

@@ -18,6 +18,7 @@ Data-parallel and sharded runs: :mod:`rltf.train.distributed`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -111,6 +112,7 @@ class Trainer:
         self.policy.max_prompt_tokens = config.optim.max_seq_len if self.policy.is_encoder_decoder else \
             max(1, config.optim.max_seq_len - config.rollout.max_new_tokens)
         self.model = self.policy.model
+        self.start_model = self._start_model(checkpoint)
         if config.optim.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         # serving: what the engine samples from and checkpoints save; learner: what the update runs
@@ -142,6 +144,19 @@ class Trainer:
             self._load_state(checkpoint)
         if self.is_main:
             self._truncate_metrics()
+
+    def _start_model(self, checkpoint: Path | None) -> Any:
+        """What the KL term compares with (``optim.kl_coef``): None where it is off or LoRA trains (the
+        adapters switched off are the start), else a frozen copy of the start weights, loaded again
+        from the run's start when resuming. Unsharded on every rank."""
+        if not self.config.optim.kl_coef or self.config.model.lora.enabled:
+            return None
+        if checkpoint is None:
+            start = copy.deepcopy(self.policy.model)
+        else:
+            start = build_policy(self.config.model, resume_from=None, init_dir=self.run_dir / "init-model",
+                                 seed=self.config.seed, device=self.ranks.load_device).model
+        return start.eval().requires_grad_(False)
 
     # ---------------------------------------------------------------- the loop
 
@@ -344,7 +359,8 @@ class Trainer:
         batches = micro_batches(items, opt.max_seq_len, opt.micro_batch_tokens, opt.pack_row_tokens,
                                 opt.share_prompts, self.policy.is_encoder_decoder)
         runs = self.ranks.most(len(batches))
-        part: dict[str, Any] = {"loss_rl": 0.0, "loss_sl": 0.0, "tokens": 0, "forwards": runs, "diagnostics": {}}
+        part: dict[str, Any] = {"loss_rl": 0.0, "loss_sl": 0.0, "loss_kl": 0.0, "tokens": 0, "forwards": runs,
+                                "diagnostics": {}}
         for n in range(runs):
             with self.ranks.grad_sync(self.learner, on=n == runs - 1):
                 if n >= len(batches):  # an idle rank's share of the collective: a forward that changes nothing
@@ -360,14 +376,26 @@ class Trainer:
                     logp = logprobs(self.learner, batch)
                 loss, parts, diagnostics = weighted_loss(logp, batch.owner, batch.weights, batch.behaviour,
                                                          [weighted[i] for i in order(batches[n])], opt.clip_eps,
-                                                         opt.tis_cap)
+                                                         opt.tis_cap, self._start_logprobs(batch), opt.kl_coef)
                 loss.backward()
             part["loss_rl"] += parts["rl"]
             part["loss_sl"] += parts["sl"]
+            part["loss_kl"] += parts["kl"]
             for key, values in diagnostics.items():
                 part["diagnostics"].setdefault(key, []).extend(values)
             part["tokens"] += batch.tokens
         return part
+
+    @torch.no_grad()
+    def _start_logprobs(self, batch: Any) -> torch.Tensor | None:
+        """The start policy's log-probs of a micro-batch's target tokens, for the KL term (None without one)."""
+        if not self.config.optim.kl_coef:
+            return None
+        if self.start_model is not None:
+            with self._autocast():
+                return logprobs(self.start_model, batch)
+        with self._autocast(), self.model.disable_adapter():  # through the (wrapped) learner: FSDP shards it
+            return logprobs(self.learner, batch)
 
     def _learner_metrics(self, parts: list[dict[str, Any]], drawn: list[list[Sample]],
                          references: list[list[TrainItem]], grad_norm: float, elapsed: float) -> dict[str, Any]:
@@ -376,7 +404,7 @@ class Trainer:
         opt, ranks = self.config.optim, self.ranks.count
         staleness, tokens = [x for p in parts for x in p["staleness"]], sum(p["tokens"] for p in parts)
         diagnostics = {key: [x for p in parts for x in p["diagnostics"].get(key, [])]
-                       for key in ("ratio", "clipped", "kl")}
+                       for key in ("ratio", "clipped", "kl", "kl_start")}
         loss_rl = sum(p["loss_rl"] for p in parts) / (ranks * opt.rl_weight) if opt.rl_weight and any(drawn) else None
         loss_sl = sum(p["loss_sl"] for p in parts) / (ranks * opt.sl_weight) if opt.sl_weight and any(references) \
             else None
@@ -390,6 +418,8 @@ class Trainer:
                 "importance_ratio_mean": mean_or_none(diagnostics["ratio"]),
                 "importance_clip_frac": mean_or_none(diagnostics["clipped"]),
                 "kl_behaviour_current": mean_or_none(diagnostics["kl"]),
+                "kl_start": mean_or_none(diagnostics["kl_start"]),
+                "loss_kl": sum(p["loss_kl"] for p in parts) / ranks if opt.kl_coef else None,
                 "time_train_s": elapsed, "tokens_per_s_train": tokens / elapsed if elapsed else None}
 
     def _fresh_check(self, samples: Sequence[Sample], n: int = 2) -> dict[str, Any]:
