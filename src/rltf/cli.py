@@ -4,40 +4,181 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+from rltf.datasets import DATASETS
+from rltf.feedback import Normaliser
+from rltf.problems import TestSelection
+from rltf.prompts import Style
+
+# Choices typer lists in --help and checks; defined here because the modules that own them import slowly
+# (tests/test_cli_errors.py checks they agree).
+JudgeBackend = Literal["local", "ray"]
+EngineName = Literal["auto", "hf", "ct2", "llamacpp"]
+Preset = Literal["bigcode", "greedy"]
+Export = Literal["evalplus", "human-eval"]
+PromptStyle = Literal["auto", Style]
+SPLITS = (*sorted({split for info in DATASETS.values() for split in info.splits}), "all")
+Split = Literal[SPLITS]  # type: ignore[valid-type]
+RUN_CONFIG = "config.yaml"  # rltf.train.CONFIG: a run's config, read before torch is imported
+
+EXTRAS = {  # an optional dependency's top-level module -> the extra that installs it
+    **dict.fromkeys(("torch", "transformers", "accelerate", "peft", "tensorboard", "safetensors", "gguf",
+                     "sentencepiece", "huggingface_hub", "matplotlib", "ctranslate2"), "train"),
+    "llama_cpp": "llamacpp", "ray": "ray", "trl": "trl", "verl": "verl", "mkdocs": "docs",
+}
+
+
+class CliError(typer.TyperException):
+    """A user error that is no single option's value (a config key, a missing extra): exit status 2."""
+
+    exit_code = 2
+
+
+class _Commands(TyperGroup):
+    """Every usage error one line on stderr with exit status 2 (not rich's usage text and boxed message,
+    nor a traceback), and a missing optional dependency as the extra that installs it."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            module = (exc.name or "").partition(".")[0]
+            if module not in EXTRAS:
+                raise
+            raise CliError(f"{ctx.command_path} {ctx.invoked_subcommand} needs {module}: "
+                           f"pip install 'rltf[{EXTRAS[module]}]'") from None
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as exc:
+            message = exc.format_message()
+            if type(exc).__name__ != "NoArgsIsHelpError":  # its message is the help (rich has printed it)
+                typer.echo(f"Error: {' '.join(message.split())}", err=True)
+            elif message:
+                typer.echo(message)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("Aborted.", err=True)
+            sys.exit(1)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+def _output_dir(path: Path, option: str = "--out") -> Path:
+    """Create ``path`` and check it can be written in before any work: a long run must not fail at its
+    end for want of a folder."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot create the folder {path}: {exc.strerror}", param_hint=option) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise typer.BadParameter(f"cannot write in {path}", param_hint=option)
+    return path
+
+
+def _output_file(path: Path, option: str = "--out") -> Path:
+    """:func:`_output_dir` for a file's folder, and the file, if there, writable."""
+    _output_dir(path.parent, option)
+    if path.is_dir() or (path.exists() and not os.access(path, os.W_OK)):
+        raise typer.BadParameter(f"cannot write {path}", param_hint=option)
+    return path
+
+
+def _check_model(name: str, allow_download: bool, option: str = "--model") -> None:
+    """Fail before any work on a model that cannot load: a path that does not exist, or a hub id that is
+    neither in the local cache nor allowed to download (it loads only after the problems and the judge)."""
+    from rltf.models import DEFAULT_MODEL
+
+    if name == DEFAULT_MODEL or Path(name).exists():
+        return
+    if name.startswith((".", "/", "~")) or name.endswith(".gguf") or name.count("/") > 1:
+        raise typer.BadParameter(f"{name} does not exist", param_hint=option)
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # not a valid hub id
+        cached = allow_download = False
+    if not (cached or allow_download):
+        raise typer.BadParameter(f"no model {name!r}: not a file or folder, the embedded {DEFAULT_MODEL}, nor a "
+                                 "hub id in the local cache (allow downloads to fetch one)", param_hint=option)
+
+
+def _int_list(text: str) -> list[int]:
+    """``1,5,10`` -> [1, 5, 10], for list options (typer reports the error with the option's name)."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of integers")
+    return values
+
+
+def _load(dataset: str, split: str | None, path: Path | None = None, limit: int | None = None,
+          option: str = "--dataset") -> list:
+    """A registered benchmark or a canonical problems file; what is wrong with it is the option's error."""
+    from rltf.datasets import load_problem_set
+    from rltf.problems import ProblemFormatError
+
+    try:
+        return load_problem_set(dataset, split, str(path) if path else None, limit)
+    except (ValueError, OSError, ProblemFormatError) as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
+
+
+def _problems(problems: Path | None, dataset: str | None, split: str | None) -> list:
+    """The problems of ``--problems FILE`` or ``--dataset NAME``, exactly one of them."""
+    if (problems is None) == (dataset is None):
+        raise typer.BadParameter("give --problems FILE or --dataset NAME (one of them)")
+    if problems is not None:
+        return _load(str(problems), None, option="--problems")
+    return _load(str(dataset), split)
 
 
 @app.command()
 def judge(
-    problems: Path = typer.Option(..., help="Canonical problems JSONL (optionally .gz)."),
-    programs: Path | None = typer.Option(None, help='JSONL of {"problem_id", "program"} lines.'),
+    problems: Path | None = typer.Option(None, exists=True, dir_okay=False,
+                                         help="Canonical problems JSONL (optionally .gz); or --dataset."),
+    dataset: str | None = typer.Option(None, help="A registered benchmark (rltf data list) instead of --problems."),
+    split: Split | None = typer.Option(None, help="With --dataset: its split (default: all)."),
+    programs: Path | None = typer.Option(None, exists=True, dir_okay=False,
+                                         help='JSONL of {"problem_id", "program"} lines.'),
     out: Path | None = typer.Option(None, help="Where to write one {problem_id, verdict} line per program."),
     problem_id: str | None = typer.Option(None, help="Judge one program file against this problem."),
-    program_file: Path | None = typer.Option(None, help="The program for --problem-id."),
-    workers: int | None = typer.Option(None, help="Sandbox servers (default: one per core)."),
+    program_file: Path | None = typer.Option(None, exists=True, dir_okay=False, help="The program for --problem-id."),
+    workers: int | None = typer.Option(None, min=1, help="Sandbox servers (default: one per core)."),
     timeout: float | None = typer.Option(None, help="Seconds per test (default 4)."),
     stop_on_first_failure: bool = typer.Option(False, help="Stop a program at its first failing test."),
-    tests: str = typer.Option("original", help="original (the benchmark's), extra (rltf augment's) or all."),
-    backend: str = typer.Option("local", help="local (sandbox servers here) or ray (judge actors on Ray)."),
+    tests: TestSelection = typer.Option("original", help="The benchmark's tests, rltf augment's or both."),
+    backend: JudgeBackend = typer.Option("local", help="Sandbox servers here, or judge actors on Ray."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="With --backend ray: the cluster "
                                            "(auto), default a local Ray instance."),
 ) -> None:
     """Run programs against unit tests in the sandbox and write typed verdicts."""
     from rltf.judge import JudgeConfig, open_judge
-    from rltf.problems import ProblemFormatError, load_problems
 
-    if tests not in ("original", "extra", "all"):
-        raise typer.BadParameter("--tests must be original, extra or all")
-    if backend not in ("local", "ray"):
-        raise typer.BadParameter("--backend must be local or ray")
+    if problem_id is not None:
+        if program_file is None:
+            raise typer.BadParameter("--problem-id needs --program-file")
+    elif programs is None or out is None:
+        raise typer.BadParameter("give --programs and --out, or --problem-id and --program-file")
     settings = {"timeout_s": timeout, "stop_on_first_failure": stop_on_first_failure, "tests": tests,
                 "backend": backend, "ray_address": ray_address}
 
@@ -47,24 +188,20 @@ def judge(
             config.workers = servers
         return open_judge(config)
 
-    try:
-        by_id = {p.id: p for p in load_problems(problems)}
-    except (OSError, ProblemFormatError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--problems") from None
-    if problem_id is not None:
-        if program_file is None:
-            raise typer.BadParameter("--problem-id needs --program-file")
+    by_id = {p.id: p for p in _problems(problems, dataset, split)}
+    if out is not None:
+        _output_file(out)
+    if problem_id is not None and program_file is not None:
         if problem_id not in by_id:
             raise typer.BadParameter(f"unknown problem id {problem_id!r}", param_hint="--problem-id")
         with judge_with(1) as runner:
             verdict = runner.run(by_id[problem_id], program_file.read_text(encoding="utf-8"))
         typer.echo(json.dumps(verdict.to_dict()))
         return
-    if programs is None or out is None:
-        raise typer.BadParameter("give --programs and --out, or --problem-id and --program-file")
+    assert programs is not None and out is not None  # checked above, before any work
     try:
         rows = _read_program_lines(programs, by_id)
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--programs") from None
     errors = 0
     for row in rows:
@@ -130,22 +267,24 @@ def _progress(total: int, label: str):
 def augment(
     dataset: str = typer.Argument(..., help="Benchmark name, or a canonical problems .jsonl(.gz) file."),
     out: Path = typer.Option(..., "--out", help="Where to write the problems with extra_tests (JSONL)."),
-    split: str | None = typer.Option(None, help="Dataset split (default: all)."),
+    split: Split | None = typer.Option(None, help="Dataset split (default: all)."),
     limit: int | None = typer.Option(None, help="Only the first N problems."),
     max_new: int = typer.Option(10, "--max-new", help="At most this many new tests per problem."),
     draws: int = typer.Option(60, help="Mutated inputs within the inputs' contract judged per problem."),
     seed: int = typer.Option(0),
-    workers: int | None = typer.Option(None, help="Sandbox servers (default: one per core)."),
-    programs: Path | None = typer.Option(None, help='JSONL of {"problem_id", "program"} (e.g. an eval\'s '
-                                         "samples.jsonl): report how many pass the original tests and fail all."),
+    workers: int | None = typer.Option(None, min=1, help="Sandbox servers (default: one per core)."),
+    programs: Path | None = typer.Option(None, exists=True, dir_okay=False, help='JSONL of {"problem_id", '
+                                         '"program"} (e.g. an eval\'s samples.jsonl): report how many pass the '
+                                         "original tests and fail all."),
 ) -> None:
     """Add type-aware mutated tests (expected outputs from the reference, run in the sandbox) as extra_tests."""
     from rltf.augment import augment as augment_problems
     from rltf.augment import flip_stats
     from rltf.judge import Judge
-    from rltf.problems import load_problems, save_problems
+    from rltf.problems import save_problems
 
-    problems = load_problems(dataset)[:limit] if Path(dataset).is_file() else _load(dataset, split, None)[:limit]
+    problems = _load(dataset, split, limit=limit, option="DATASET")
+    _output_file(out)
     with Judge(workers=workers) as judge, _progress(len(problems), "augmenting") as advance:
         augmented, stats = augment_problems(problems, judge, max_new=max_new, draws=draws, seed=seed,
                                             on_problem=advance)
@@ -164,58 +303,56 @@ def augment(
 
 @app.command("eval")
 def eval_command(
-    out: str = typer.Option(..., "--out", help="Output directory (rerun with the same one to resume)."),
+    out: Path = typer.Option(..., "--out", help="Output directory (rerun with the same one to resume)."),
     model: str = typer.Option("smollm2-135m-instruct", help="Model directory, .gguf file or hub id; "
                               "default: the embedded SmolLM2-135M-Instruct."),
     dataset: str = typer.Option("mbpp", help="Benchmark name, or a canonical problems .jsonl(.gz) file."),
-    split: str | None = typer.Option(None, help="Dataset split (default: test where the benchmark has one, "
-                                     "else all; 'all' for every split)."),
-    data: str | None = typer.Option(None, help="Local copy of the benchmark's raw data, if not the default."),
-    preset: str | None = typer.Option(None, help="Decoding preset: bigcode (bigcode-evaluation-harness: top-p "
-                                      "0.95, n 15, temperature 0.1 on MBPP, 0.2 on HumanEval) or greedy; "
-                                      "--n, --temperature and --top-p override it. Default: n 10, T 0.6, top-p 0.95."),
-    n: int | None = typer.Option(None, help="Samples per problem."),
-    k: str | None = typer.Option(None, help="Comma-separated k values for pass@k, each <= n (default: those of "
-                                 "1,5,10 that are)."),
+    split: Split | None = typer.Option(None, help="Dataset split (default: test where the benchmark has one, "
+                                       "else all; 'all' for every split)."),
+    data: Path | None = typer.Option(None, exists=True, help="Local copy of the benchmark's raw data, if not "
+                                     "the default."),
+    preset: Preset | None = typer.Option(None, help="Decoding preset: bigcode (bigcode-evaluation-harness: top-p "
+                                         "0.95, n 15, temperature 0.1 on MBPP, 0.2 on HumanEval) or greedy; --n, "
+                                         "--temperature and --top-p override it. Default: n 10, T 0.6, top-p 0.95."),
+    n: int | None = typer.Option(None, min=1, help="Samples per problem."),
+    k: Any = typer.Option(None, parser=_int_list, metavar="K,K,...", help="Comma-separated k values for pass@k, "
+                          "each <= n (default: those of 1,5,10 that are)."),
     temperature: float | None = typer.Option(None, help="Sampling temperature; 0 = greedy."),
     top_p: float | None = typer.Option(None, "--top-p"),
-    samples: Path | None = typer.Option(None, "--samples", help="Score these pre-generated programs instead of "
-                                        "sampling (JSONL of task_id + solution as EvalPlus writes, task_id + "
-                                        "completion as human-eval writes, or rltf's samples.jsonl)."),
-    export_to: str | None = typer.Option(None, "--export", help="Also write the programs for another tool: "
-                                         "evalplus or human-eval (OUT/samples.<format>.jsonl)."),
+    samples: Path | None = typer.Option(None, "--samples", exists=True, dir_okay=False, help="Score these "
+                                        "pre-generated programs instead of sampling (JSONL of task_id + solution "
+                                        "as EvalPlus writes, task_id + completion as human-eval writes, or rltf's "
+                                        "samples.jsonl)."),
+    export_to: Export | None = typer.Option(None, "--export", help="Also write the programs for another tool: "
+                                            "evalplus or human-eval (OUT/samples.<format>.jsonl)."),
     max_new_tokens: int = typer.Option(384, "--max-new-tokens"),
     limit: int | None = typer.Option(None, help="Only the first N problems (quick runs)."),
     seed: int = typer.Option(0),
     workers: int = typer.Option(2, help="Judge worker processes."),
     timeout: float | None = typer.Option(None, help="Judge time limit per test in seconds (default: judge's)."),
-    judge_backend: str = typer.Option("local", "--judge-backend", help="local, or ray: judge actors on a Ray "
-                                      "cluster (RLTF_RAY_ADDRESS=auto joins this machine's)."),
+    judge_backend: JudgeBackend = typer.Option("local", "--judge-backend", help="local, or ray: judge actors on "
+                                               "a Ray cluster (RLTF_RAY_ADDRESS=auto joins this machine's)."),
     batch_size: int = typer.Option(128, "--batch-size", help="Sequences per chunk (sampled, judged and saved "
                                    "together; the unit of resume)."),
-    engine: str = typer.Option("auto", help="Generation engine: auto (the fastest installed: llamacpp, ct2, "
-                               "hf), hf, ct2, llamacpp."),
+    engine: EngineName = typer.Option("auto", help="Generation engine: auto (the fastest installed: llamacpp, "
+                                      "ct2, hf), hf, ct2, llamacpp."),
     compute_type: str = typer.Option("auto", "--compute-type", help="Engine weights: auto (llamacpp bfloat16 "
                                      "on CPUs with AVX512-BF16, else float16; ct2 float32), float32 "
                                      "(exact), float16/bfloat16 (llamacpp), int8 (ct2)."),
     engine_workers: int = typer.Option(2, "--engine-workers", help="llamacpp/ct2: parallel generations "
                                        "(one per core)."),
     threads: int | None = typer.Option(None, help="torch CPU threads (hf engine)."),
-    style: str = typer.Option("auto", help="Prompt style: auto (chat template if the tokenizer has one), chat, base."),
+    style: PromptStyle = typer.Option("auto", help="Prompt style: auto (chat template if the tokenizer has one), "
+                                      "chat, base."),
     allow_download: bool = typer.Option(False, "--allow-download", help="Let transformers fetch a hub model."),
 ) -> None:
     """Sample n programs per problem, judge them and report pass@k with its standard error
     (samples.jsonl, summary.json, report.md); or score pre-generated programs with --samples."""
-    from rltf.evaluation import EXPORTS, PRESETS
     from rltf.evaluation import preset as preset_sampling
-    from rltf.generation import ENGINES
     from rltf.judge import JudgeConfig
-    from rltf.problems import load_problems
 
-    if preset is not None and preset not in PRESETS:
-        raise typer.BadParameter(f"--preset must be one of {', '.join(PRESETS)}")
-    if export_to is not None and export_to not in EXPORTS:
-        raise typer.BadParameter(f"--export must be one of {', '.join(EXPORTS)}")
+    if samples is None:
+        _check_model(model, allow_download)
     chosen = {"n": 10, "temperature": 0.6, "top_p": 0.95}
     if preset is not None:
         try:
@@ -225,25 +362,13 @@ def eval_command(
     n = int(n if n is not None else chosen["n"])
     temperature = temperature if temperature is not None else chosen["temperature"]
     top_p = top_p if top_p is not None else chosen["top_p"]
-    ks = [int(x) for x in k.split(",") if x.strip()] if k else [x for x in (1, 5, 10) if x <= n]
-    if style not in ("auto", "chat", "base"):
-        raise typer.BadParameter("--style must be auto, chat or base")
+    ks = k or [x for x in (1, 5, 10) if x <= n]
     if any(x > n for x in ks) and samples is None:  # a file's problems each have their own n
-        raise typer.BadParameter(f"every k must be <= n={n}")
-    if engine not in ENGINES:
-        raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}")
-    if judge_backend not in ("local", "ray"):
-        raise typer.BadParameter("--judge-backend must be local or ray")
-    if Path(dataset).is_file():
-        problems = load_problems(dataset)[:limit]
-    else:
-        from rltf.datasets import DATASETS, load_dataset
-
-        if dataset not in DATASETS:
-            raise typer.BadParameter(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)})")
-        if split is None and "test" in DATASETS[dataset].splits:
-            split = "test"  # MBPP's other splits are for prompting, tuning and training
-        problems = load_dataset(dataset, split=split, path=data, limit=limit)
+        raise typer.BadParameter(f"every k must be <= n={n}", param_hint="--k")
+    if split is None and dataset in DATASETS and "test" in DATASETS[dataset].splits:
+        split = "test"  # MBPP's other splits are for prompting, tuning and training
+    problems = _load(dataset, split, data, limit)
+    _output_dir(out)
     judge_config = JudgeConfig(workers=workers, backend=judge_backend,  # type: ignore[arg-type]
                                ray_address=os.environ.get("RLTF_RAY_ADDRESS"))
     if timeout is not None:
@@ -264,17 +389,15 @@ def eval_command(
     if export_to is not None:
         from rltf.evaluation import export
 
-        target = Path(out) / f"samples.{export_to}.jsonl"
+        target = out / f"samples.{export_to}.jsonl"
         console.print(f"{export(out, export_to, target)} programs for {export_to} -> {target}")
 
 
-def _score_file(samples: Path, problems: list, judge_config: Any, out: str, dataset: str, split: str | None,
+def _score_file(samples: Path, problems: list, judge_config: Any, out: Path, dataset: str, split: str | None,
                 ks: list[int]) -> dict[str, Any]:
     from rltf.evaluation import EvalSettings, score_samples
     from rltf.judge import open_judge
 
-    if not samples.is_file():
-        raise typer.BadParameter(f"{samples} is not a file", param_hint="--samples")
     settings = EvalSettings(dataset, split, "-", "-", n=1, temperature=0.0, top_p=1.0, engine="-",
                             samples_file=str(samples))
     with open_judge(judge_config) as judge:
@@ -284,20 +407,27 @@ def _score_file(samples: Path, problems: list, judge_config: Any, out: str, data
             raise typer.BadParameter(str(exc), param_hint="--samples") from None
 
 
-def _generate_and_score(problems: list, judge_config: Any, out: str, ks: list[int], model: str,
+def _generate_and_score(problems: list, judge_config: Any, out: Path, ks: list[int], model: str,
                         allow_download: bool, style: str, engine: str, compute_type: str, engine_workers: int,
                         threads: int | None, sampling: dict[str, Any]) -> dict[str, Any]:
+    import torch  # noqa: F401  (before transformers, which only warns when torch is missing)
     from transformers.utils import logging as hf_logging
 
     from rltf.evaluation import EvalSettings, evaluate
     from rltf.generation import EngineConfig, make_engine
     from rltf.judge import open_judge
-    from rltf.models import Policy, set_threads
+    from rltf.models import Policy, PolicyError, set_threads
 
     set_threads(threads)
     hf_logging.disable_progress_bar()
-    policy = Policy.load(model, allow_download=allow_download, style=style)  # type: ignore[arg-type]
-    sampler = make_engine(policy, EngineConfig(engine, compute_type, engine_workers))  # type: ignore[arg-type]
+    try:
+        policy = Policy.load(model, allow_download=allow_download, style=style)  # type: ignore[arg-type]
+    except (PolicyError, ValueError) as exc:  # ValueError: a folder that holds no model
+        raise typer.BadParameter(str(exc), param_hint="--model") from None
+    try:
+        sampler = make_engine(policy, EngineConfig(engine, compute_type, engine_workers))  # type: ignore[arg-type]
+    except ValueError as exc:  # the engine is not installed, or has no such compute type
+        raise typer.BadParameter(str(exc), param_hint=["--engine", "--compute-type"]) from None
     settings = EvalSettings(model=model, style=policy.style, engine=sampler.label, **sampling)
     with open_judge(judge_config) as judge:
         return evaluate(sampler, policy, problems, judge, out, settings, ks)
@@ -305,15 +435,20 @@ def _generate_and_score(problems: list, judge_config: Any, out: str, ks: list[in
 
 @app.command()
 def explain(
-    problems: Path = typer.Option(..., help="Canonical problems JSONL (optionally .gz)."),
+    problems: Path | None = typer.Option(None, exists=True, dir_okay=False,
+                                         help="Canonical problems JSONL (optionally .gz); or --dataset."),
+    dataset: str | None = typer.Option(None, help="A registered benchmark (rltf data list) instead of --problems."),
+    split: Split | None = typer.Option(None, help="With --dataset: its split (default: all)."),
     problem_id: str = typer.Option(..., help="The problem to judge against."),
-    program_file: Path = typer.Option(..., help="The program, taken as the whole completion."),
+    program_file: Path = typer.Option(..., exists=True, dir_okay=False,
+                                      help="The program, taken as the whole completion."),
     model: str | None = typer.Option(None, help="Tokenizer: model directory, .gguf file or cached hub id; "
                                      "default: the embedded SmolLM2-135M-Instruct."),
-    baseline_program: Path | None = typer.Option(None, help="Judge this program as the greedy baseline."),
+    baseline_program: Path | None = typer.Option(None, exists=True, dir_okay=False,
+                                                 help="Judge this program as the greedy baseline."),
     adaptive: bool = typer.Option(True, help="Failed tests earn -0.3 + 1.3 * pass ratio."),
     fine_grained: bool = typer.Option(True, help="Penalise the tokens the error category blames."),
-    normaliser: str = typer.Option("original", help="Fine-grained κ: original (1) or intended (T / marked)."),
+    normaliser: Normaliser = typer.Option("original", help="Fine-grained κ: original (1) or intended (T / marked)."),
     binary: bool = typer.Option(False, help="Pass = 1, anything else = 0."),
     static_weight: float = typer.Option(0.0, "--static-weight", help="μ of the static term: run the static "
                                         "analyzer and penalise each finding's line (0: off)."),
@@ -325,16 +460,11 @@ def explain(
 
     from rltf.feedback import FeedbackConfig, ProgramSpan, token_returns
     from rltf.judge import Judge
-    from rltf.problems import ProblemFormatError, load_problems
 
-    try:
-        by_id = {p.id: p for p in load_problems(problems)}
-    except (OSError, ProblemFormatError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--problems") from None
+    by_id = {p.id: p for p in _problems(problems, dataset, split)}
     if problem_id not in by_id:
         raise typer.BadParameter(f"unknown problem id {problem_id!r}", param_hint="--problem-id")
-    if normaliser not in ("original", "intended"):
-        raise typer.BadParameter("--normaliser must be original or intended")
+    tokenizer = _offsets_tokenizer(model)
     program = program_file.read_bytes().decode("utf-8")  # bytes: keep CRLF, line numbers count it
     config = FeedbackConfig(adaptive=adaptive, binary=binary, fine_grained=fine_grained, normaliser=normaliser,
                             baseline="greedy" if baseline_program else "none",  # type: ignore[arg-type]
@@ -343,7 +473,6 @@ def explain(
         verdict = runner.run(by_id[problem_id], program)
         baseline = runner.run(by_id[problem_id], baseline_program.read_bytes().decode("utf-8")) \
             if baseline_program else None
-    tokenizer = _offsets_tokenizer(model)
     offsets = [tuple(o) for o in tokenizer(program, add_special_tokens=False,
                                            return_offsets_mapping=True)["offset_mapping"]]
     result = token_returns(verdict, program, offsets, ProgramSpan("", 0, len(program)), baseline, config)
@@ -381,32 +510,27 @@ def explain(
 
 def _offsets_tokenizer(model: str | None):
     """Only the tokenizer of ``model`` (the gguf one reads no weights); it must give character offsets."""
+    from rltf.models import DEFAULT_MODEL, PolicyError, embedded_gguf
+
+    _check_model(model or DEFAULT_MODEL, allow_download=False)
     from transformers import AutoTokenizer
 
-    from rltf.models import DEFAULT_MODEL, embedded_gguf
-
-    source = embedded_gguf() if model in (None, DEFAULT_MODEL) else Path(model)
-    if source.suffix == ".gguf" and source.is_file():
-        tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True)
+    try:
+        source = embedded_gguf() if model in (None, DEFAULT_MODEL) else Path(model)
+        if source.suffix == ".gguf" and source.is_file():
+            tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True)
+    except (PolicyError, OSError, ValueError) as exc:  # ValueError: a folder that holds no tokenizer
+        raise typer.BadParameter(str(exc), param_hint="--model") from None
     if not tokenizer.is_fast:
         raise typer.BadParameter(f"{model} has no fast tokenizer, so no character offsets", param_hint="--model")
     return tokenizer
 
 
-data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmarks: list, show, leaks, verify.")
+data_app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
+                       help="Benchmarks: list, show, leaks, verify.")
 app.add_typer(data_app, name="data")
-
-
-def _load(name: str, split: str | None, path: str | None) -> list:
-    from rltf.datasets import load_dataset
-    from rltf.problems import ProblemFormatError
-
-    try:
-        return load_dataset(name, split=split, path=path)
-    except (ValueError, OSError, ProblemFormatError) as exc:
-        raise typer.BadParameter(str(exc)) from None
 
 
 @data_app.command("list")
@@ -428,11 +552,9 @@ def data_list() -> None:
 def data_show(
     problem_id: str = typer.Argument(..., help="e.g. mbpp/11, HumanEval/0, apps/train/0001"),
     dataset: str | None = typer.Option(None, help="Dataset name (default: from the id's prefix)."),
-    path: str | None = typer.Option(None, help="Local copy for datasets that need one (apps)."),
+    path: Path | None = typer.Option(None, exists=True, help="Local copy for datasets that need one (apps)."),
 ) -> None:
     """Print one problem record as JSON."""
-    from rltf.datasets import DATASETS
-
     name = dataset or {"HumanEval": "humaneval"}.get(problem_id.split("/")[0], problem_id.split("/")[0])
     if name not in DATASETS:
         raise typer.BadParameter(f"cannot tell the dataset of {problem_id!r}; give --dataset")
@@ -463,17 +585,17 @@ def data_leaks(
 @data_app.command("verify")
 def data_verify(
     dataset: str = typer.Argument(..., help="Dataset name (see `rltf data list`)."),
-    split: str | None = typer.Option(None),
-    path: str | None = typer.Option(None, help="Local copy for datasets that need one (apps)."),
+    split: Split | None = typer.Option(None),
+    path: Path | None = typer.Option(None, exists=True, help="Local copy for datasets that need one (apps)."),
     all_solutions: bool = typer.Option(False, "--all-solutions", help="Judge every reference solution, "
                                        "not only the first of each problem."),
-    workers: int | None = typer.Option(None, help="Sandbox servers (default: one per core)."),
+    workers: int | None = typer.Option(None, min=1, help="Sandbox servers (default: one per core)."),
     timeout: float | None = typer.Option(None, help="Seconds per test (default 4)."),
 ) -> None:
     """Judge the reference solutions and report every one that does not pass, with the reason."""
     from rltf.judge import Judge
 
-    problems = _load(dataset, split, path)
+    problems = _load(dataset, split, path, option="DATASET")
     pairs = [(p, s) for p in problems for s in (p.solutions if all_solutions else p.solutions[:1])]
     missing = sum(not p.solutions for p in problems)
     with Judge(workers=workers, timeout_s=timeout) as runner, _progress(len(pairs), "verifying") as advance:
@@ -510,9 +632,10 @@ def train(
     num_processes: int = typer.Option(1, "--num-processes", min=1, help=NUM_PROCESSES_HELP),
 ) -> None:
     """Online RLTF: sample, judge, reward and update; checkpoints, metrics and evals in --out."""
+    cfg, run_dir = _training_config(overrides or [], config, out, steps, resume)
     if num_processes > 1:
         _launch(num_processes, "train", overrides or [], config, out, steps, resume)
-    _run_training(overrides or [], config, out, steps, resume)
+    _run_training(cfg, run_dir, resume)
 
 
 @app.command(no_args_is_help=False)
@@ -527,10 +650,11 @@ def sft(
     """Supervised fine-tuning on the training problems' reference solutions (the RL warm start): the
     config's SL term alone, no sampling; an RL run starts from it with model.name=OUT/checkpoints/step-N/model."""
     name = Path(config or "smollm2-mbpp-cpu").stem
+    cfg, run_dir = _training_config(["rollout.enabled=false", "optim.rl_weight=0", *(overrides or [])], config,
+                                    out or Path("runs") / f"sft-{name}", steps, resume)
     if num_processes > 1:
         _launch(num_processes, "sft", overrides or [], config, out, steps, resume)
-    _run_training(["rollout.enabled=false", "optim.rl_weight=0", *(overrides or [])], config,
-                  out or Path("runs") / f"sft-{name}", steps, resume)
+    _run_training(cfg, run_dir, resume)
 
 
 def _launch(processes: int, command: str, overrides: list[str], config: str | None, out: Path | None,
@@ -539,7 +663,6 @@ def _launch(processes: int, command: str, overrides: list[str], config: str | No
     if one rank dies, the others are stopped and the launch fails); exits with its status."""
     import socket
     import subprocess
-    import sys
 
     with socket.socket() as free:  # a free rendezvous port: two launches on one machine do not collide
         free.bind(("127.0.0.1", 0))
@@ -552,27 +675,36 @@ def _launch(processes: int, command: str, overrides: list[str], config: str | No
     raise typer.Exit(subprocess.call(launch))
 
 
-def _run_training(overrides: list[str], config: str | None, out: Path | None, steps: int | None,
-                  resume: bool) -> None:
-    from transformers.utils import logging as hf_logging
-
+def _training_config(overrides: list[str], config: str | None, out: Path | None, steps: int | None,
+                     resume: bool) -> tuple[Any, Path]:
+    """The run's config and directory, checked before torch is imported (seconds) and any work is done."""
     from rltf.config import DEFAULT_CONFIG, ConfigError, differing_keys, load_config
-    from rltf.evaluation import train_evaluator
-    from rltf.train import CONFIG, Trainer, render_report
 
     name = config or DEFAULT_CONFIG
     out = out or Path("runs") / Path(name).stem
     extra = [*overrides, *([f"steps={steps}"] if steps is not None else [])]
-    existing = resume and (out / CONFIG).is_file()
+    existing = resume and (out / RUN_CONFIG).is_file()
     try:
-        cfg = load_config(str(out / CONFIG) if existing else name, extra)
+        cfg = load_config(str(out / RUN_CONFIG) if existing else name, extra)
         differ = differing_keys(load_config(name, extra), cfg) if existing and config is not None else []
     except ConfigError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise CliError(str(exc)) from None
     if differ:
-        raise typer.BadParameter(f"{out / CONFIG} (the run being resumed) differs from --config {name} in "
+        raise typer.BadParameter(f"{out / RUN_CONFIG} (the run being resumed) differs from --config {name} in "
                                  f"{', '.join(differ)}; resume without --config, or use another --out",
                                  param_hint="--config")
+    if not existing:  # a resumed run loads its checkpoint, not model.name
+        _check_model(cfg.model.name, cfg.model.allow_download, option="model.name")
+    return cfg, _output_dir(out)
+
+
+def _run_training(cfg: Any, out: Path, resume: bool) -> None:
+    import torch  # noqa: F401  (before transformers, which only warns when torch is missing)
+    from transformers.utils import logging as hf_logging
+
+    from rltf.evaluation import train_evaluator
+    from rltf.train import Trainer, render_report
+
     hf_logging.disable_progress_bar()
     try:
         trainer = Trainer(cfg, out, resume=resume, evaluator=train_evaluator(cfg))
@@ -628,6 +760,7 @@ def ablate(
 
     if not spec.is_file():
         raise typer.BadParameter(f"{spec} is not a file", param_hint="SPEC")
+    _output_dir(out)
     console = Console(soft_wrap=True)
     try:
         run_ablation(spec, out, echo=console.print, report_only=report)

@@ -9,6 +9,7 @@ otherwise silently run the default experiment.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -360,7 +361,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     unknown = sorted(set(data) - set(names))
     if unknown:
         where = f"in section {prefix!r}" if prefix else "at the top level"
-        raise ConfigError(f"unknown config key(s) {', '.join(unknown)} {where}; known: {', '.join(names)}")
+        guesses = [g for key in unknown for g in _nearest_keys(f"{prefix}.{key}" if prefix else key)]
+        hint = f"did you mean {' or '.join(guesses)}?" if guesses else f"known: {', '.join(names)}"
+        raise ConfigError(f"unknown config key(s) {', '.join(unknown)} {where}; {hint}")
     values = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
     try:
         return cls(**values)
@@ -393,9 +396,26 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
     return _build(TrainConfig, data)
 
 
+def _leaf_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every settable dotted key under ``cls`` (``optim.lr``, ``model.lora.r``, ...)."""
+    keys: list[str] = []
+    for name, kind in _hints(cls).items():
+        keys.extend(_leaf_keys(kind, f"{prefix}{name}.") if is_dataclass(kind) else [f"{prefix}{name}"])
+    return keys
+
+
+def _nearest_keys(key: str) -> list[str]:
+    """The settable keys a mistyped ``key`` most likely meant: the same name in another section
+    (``lr`` -> ``optim.lr``), else the closest spellings."""
+    keys = _leaf_keys(TrainConfig)
+    leaf = key.rsplit(".", 1)[-1]
+    return [k for k in keys if k.rsplit(".", 1)[-1] == leaf] or difflib.get_close_matches(key, keys, n=1)
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Merge ``a.b.c=value`` strings into a config mapping; the value is YAML (``true``, ``3e-6``,
-    ``null``, ``[a, b]``) except for string fields, which take the text as written."""
+    ``null``, ``[a, b]``) except for string fields, which take the text as written. Each value is
+    type-checked here, so an error names the override rather than the merged config."""
     data = yaml.safe_load(yaml.safe_dump(data))  # deep copy
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -407,8 +427,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for i, part in enumerate(parts):
             hints = _hints(cls)
             if part not in hints:
-                where = ".".join(parts[:i]) or "the top level"
-                raise ConfigError(f"unknown config key {key!r}: no {part!r} in {where}; known: {', '.join(hints)}")
+                guesses = _nearest_keys(key)
+                hint = f"did you mean {' or '.join(guesses)}?" if guesses else f"known: {', '.join(hints)}"
+                raise ConfigError(f"unknown config key {key!r}; {hint}")
             kind = hints[part]
             if i < len(parts) - 1:
                 if not is_dataclass(kind):
@@ -418,7 +439,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 continue
             if is_dataclass(kind):
                 raise ConfigError(f"{key} is a section; set one of its keys ({', '.join(_hints(kind))})")
-            node[part] = _parse_value(text, kind)
+            node[part] = _coerce(_parse_value(text, kind), kind, key)
     return data
 
 
@@ -457,9 +478,14 @@ def load_config(name: str | None = None, overrides: list[str] | None = None) -> 
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a config must be a mapping of sections")
     try:
-        return from_dict(apply_overrides(data, overrides or []))
+        data = apply_overrides(data, overrides or [])
     except ConfigError as exc:
-        raise ConfigError(f"{path or 'default config'}: {exc}") from None
+        raise ConfigError(f"command line: {exc}") from None  # the override is wrong, not the file
+    source = str(path or "default config") + (" with the command line's overrides" if overrides else "")
+    try:
+        return from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def save_config(config: TrainConfig, path: Path) -> None:

@@ -30,12 +30,13 @@ import tokenize
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from rltf.judge.static import RULES as STATIC_RULES
 from rltf.judge.verdict import StaticFinding, Verdict
+
+if TYPE_CHECKING:
+    import torch
 
 Category = Literal["global", "line", "ignore"]
 Normaliser = Literal["original", "intended"]
@@ -422,6 +423,8 @@ def token_returns(
     one return per token and what was applied, or None when the verdict or the baseline is an infra
     error (the sample must be dropped, not penalised).
     """
+    import torch  # here, not at the top: the config (FeedbackConfig) loads without torch
+
     reward = sequence_reward(verdict, config)
     found = baseline_reward(baseline, config)
     if reward is None or found is None:
