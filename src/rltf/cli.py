@@ -29,23 +29,27 @@ def judge(
     backend: str = typer.Option("local", help="local (sandbox servers here) or ray (judge actors on Ray)."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="With --backend ray: the cluster "
                                            "(auto), default a local Ray instance."),
+    isolation: str = typer.Option("auto", help="auto (namespaces where the OS allows them, else resource limits "
+                                  "only, with a warning), namespaces (refuse to run without them) or rlimits."),
 ) -> None:
     """Run programs against unit tests in the sandbox and write typed verdicts."""
-    from rltf.judge import JudgeConfig, open_judge
+    from rltf.judge import JudgeConfig
     from rltf.problems import ProblemFormatError, load_problems
 
     if tests not in ("original", "extra", "all"):
         raise typer.BadParameter("--tests must be original, extra or all")
     if backend not in ("local", "ray"):
         raise typer.BadParameter("--backend must be local or ray")
+    if isolation not in ("auto", "namespaces", "rlimits"):
+        raise typer.BadParameter("--isolation must be auto, namespaces or rlimits")
     settings = {"timeout_s": timeout, "stop_on_first_failure": stop_on_first_failure, "tests": tests,
-                "backend": backend, "ray_address": ray_address}
+                "backend": backend, "ray_address": ray_address, "isolation": isolation}
 
     def judge_with(servers: int | None) -> Any:
         config = JudgeConfig(**{k: v for k, v in settings.items() if v is not None})
         if servers is not None:
             config.workers = servers
-        return open_judge(config)
+        return _open_judge(config)
 
     try:
         by_id = {p.id: p for p in load_problems(problems)}
@@ -113,6 +117,18 @@ def _read_program_lines(path: Path, by_id: dict) -> list[dict]:
                 continue
             rows.append({"problem_id": pid, "program": record["program"]})
     return rows
+
+
+def _open_judge(config: Any) -> Any:
+    """The judge, or a one-line error and exit status 2 when it cannot start (``--isolation
+    namespaces`` where the OS gives none)."""
+    from rltf.judge import JudgeError, open_judge
+
+    try:
+        return open_judge(config)
+    except JudgeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @contextmanager
@@ -191,6 +207,8 @@ def eval_command(
     timeout: float | None = typer.Option(None, help="Judge time limit per test in seconds (default: judge's)."),
     judge_backend: str = typer.Option("local", "--judge-backend", help="local, or ray: judge actors on a Ray "
                                       "cluster (RLTF_RAY_ADDRESS=auto joins this machine's)."),
+    isolation: str = typer.Option("auto", help="auto (namespaces where the OS allows them, else resource limits "
+                                  "only, with a warning), namespaces (refuse to run without them) or rlimits."),
     batch_size: int = typer.Option(128, "--batch-size", help="Sequences per chunk (sampled, judged and saved "
                                    "together; the unit of resume)."),
     engine: str = typer.Option("auto", help="Generation engine: auto (the fastest installed: llamacpp, ct2, "
@@ -234,6 +252,8 @@ def eval_command(
         raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}")
     if judge_backend not in ("local", "ray"):
         raise typer.BadParameter("--judge-backend must be local or ray")
+    if isolation not in ("auto", "namespaces", "rlimits"):
+        raise typer.BadParameter("--isolation must be auto, namespaces or rlimits")
     if Path(dataset).is_file():
         problems = load_problems(dataset)[:limit]
     else:
@@ -245,7 +265,8 @@ def eval_command(
             split = "test"  # MBPP's other splits are for prompting, tuning and training
         problems = load_dataset(dataset, split=split, path=data, limit=limit)
     judge_config = JudgeConfig(workers=workers, backend=judge_backend,  # type: ignore[arg-type]
-                               ray_address=os.environ.get("RLTF_RAY_ADDRESS"))
+                               ray_address=os.environ.get("RLTF_RAY_ADDRESS"),
+                               isolation=isolation)  # type: ignore[arg-type]
     if timeout is not None:
         judge_config.timeout_s = timeout
     if samples is not None:
@@ -271,13 +292,12 @@ def eval_command(
 def _score_file(samples: Path, problems: list, judge_config: Any, out: str, dataset: str, split: str | None,
                 ks: list[int]) -> dict[str, Any]:
     from rltf.evaluation import EvalSettings, score_samples
-    from rltf.judge import open_judge
 
     if not samples.is_file():
         raise typer.BadParameter(f"{samples} is not a file", param_hint="--samples")
     settings = EvalSettings(dataset, split, "-", "-", n=1, temperature=0.0, top_p=1.0, engine="-",
                             samples_file=str(samples))
-    with open_judge(judge_config) as judge:
+    with _open_judge(judge_config) as judge:
         try:
             return score_samples(samples, problems, judge, out, settings, ks)
         except (ValueError, json.JSONDecodeError) as exc:
@@ -291,7 +311,6 @@ def _generate_and_score(problems: list, judge_config: Any, out: str, ks: list[in
 
     from rltf.evaluation import EvalSettings, evaluate
     from rltf.generation import EngineConfig, make_engine
-    from rltf.judge import open_judge
     from rltf.models import Policy, set_threads
 
     set_threads(threads)
@@ -299,7 +318,7 @@ def _generate_and_score(problems: list, judge_config: Any, out: str, ks: list[in
     policy = Policy.load(model, allow_download=allow_download, style=style)  # type: ignore[arg-type]
     sampler = make_engine(policy, EngineConfig(engine, compute_type, engine_workers))  # type: ignore[arg-type]
     settings = EvalSettings(model=model, style=policy.style, engine=sampler.label, **sampling)
-    with open_judge(judge_config) as judge:
+    with _open_judge(judge_config) as judge:
         return evaluate(sampler, policy, problems, judge, out, settings, ks)
 
 
