@@ -5,7 +5,7 @@ import math
 import pytest
 
 from rltf.judge import wire
-from rltf.judge.compare import call_result_matches, outputs_match, values_match
+from rltf.judge.compare import bounded_repr, call_result_matches, outputs_match, values_match
 
 
 @pytest.mark.parametrize(
@@ -113,3 +113,14 @@ def test_builtin_functions_and_classes_travel_by_name():
     assert wire.decode(wire.encode([int, len, ValueError])) == [int, len, ValueError]
     with pytest.raises(wire.WireError):
         wire.decode(["N", "__import__"])
+
+
+def test_bounded_repr_costs_little_whatever_the_value():
+    assert bounded_repr((1, "a", None)) == "(1, 'a', None)"
+    assert bounded_repr(10 ** 5000) == "<int of 16610 bits>"
+    assert len(bounded_repr(b"\x00" * 10**7)) <= 210 and len(bounded_repr("z" * 10**7)) <= 210
+    assert bounded_repr(list(range(10**6))).endswith(", 11, ...]")
+    assert bounded_repr({3: {1}, 1: frozenset()}) == "{3: {1}, 1: frozenset()}"  # repr's order, not sorted
+    cycle: list = []
+    cycle.append(cycle)
+    assert bounded_repr(cycle) == "[[[[...]]]]"

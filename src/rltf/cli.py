@@ -23,6 +23,7 @@ from rltf.prompts import Style
 # Choices typer lists in --help and checks; defined here because the modules that own them import slowly
 # (tests/test_cli_errors.py checks they agree).
 JudgeBackend = Literal["local", "ray"]
+Isolation = Literal["auto", "namespaces", "rlimits"]
 EngineName = Literal["auto", "hf", "ct2", "llamacpp"]
 Preset = Literal["bigcode", "greedy"]
 Export = Literal["evalplus", "human-eval"]
@@ -170,9 +171,11 @@ def judge(
     backend: JudgeBackend = typer.Option("local", help="Sandbox servers here, or judge actors on Ray."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="With --backend ray: the cluster "
                                            "(auto), default a local Ray instance."),
+    isolation: Isolation = typer.Option("auto", help="Namespaces where the OS allows them, else resource limits "
+                                        "only with a warning; namespaces refuses to run without them."),
 ) -> None:
     """Run programs against unit tests in the sandbox and write typed verdicts."""
-    from rltf.judge import JudgeConfig, open_judge
+    from rltf.judge import JudgeConfig
 
     if problem_id is not None:
         if program_file is None:
@@ -180,13 +183,13 @@ def judge(
     elif programs is None or out is None:
         raise typer.BadParameter("give --programs and --out, or --problem-id and --program-file")
     settings = {"timeout_s": timeout, "stop_on_first_failure": stop_on_first_failure, "tests": tests,
-                "backend": backend, "ray_address": ray_address}
+                "backend": backend, "ray_address": ray_address, "isolation": isolation}
 
     def judge_with(servers: int | None) -> Any:
         config = JudgeConfig(**{k: v for k, v in settings.items() if v is not None})
         if servers is not None:
             config.workers = servers
-        return open_judge(config)
+        return _open_judge(config)
 
     by_id = {p.id: p for p in _problems(problems, dataset, split)}
     if out is not None:
@@ -250,6 +253,17 @@ def _read_program_lines(path: Path, by_id: dict) -> list[dict]:
                 continue
             rows.append({"problem_id": pid, "program": record["program"]})
     return rows
+
+
+def _open_judge(config: Any) -> Any:
+    """The judge, or a one-line error and exit status 2 when it cannot start (``--isolation
+    namespaces`` where the OS gives none)."""
+    from rltf.judge import JudgeError, open_judge
+
+    try:
+        return open_judge(config)
+    except JudgeError as exc:
+        raise CliError(str(exc)) from None
 
 
 @contextmanager
@@ -332,6 +346,8 @@ def eval_command(
     timeout: float | None = typer.Option(None, help="Judge time limit per test in seconds (default: judge's)."),
     judge_backend: JudgeBackend = typer.Option("local", "--judge-backend", help="local, or ray: judge actors on "
                                                "a Ray cluster (RLTF_RAY_ADDRESS=auto joins this machine's)."),
+    isolation: Isolation = typer.Option("auto", help="Namespaces where the OS allows them, else resource limits "
+                                        "only with a warning; namespaces refuses to run without them."),
     batch_size: int = typer.Option(128, "--batch-size", help="Sequences per chunk (sampled, judged and saved "
                                    "together; the unit of resume)."),
     engine: EngineName = typer.Option("auto", help="Generation engine: auto (the fastest installed: llamacpp, "
@@ -370,7 +386,8 @@ def eval_command(
     problems = _load(dataset, split, data, limit)
     _output_dir(out)
     judge_config = JudgeConfig(workers=workers, backend=judge_backend,  # type: ignore[arg-type]
-                               ray_address=os.environ.get("RLTF_RAY_ADDRESS"))
+                               ray_address=os.environ.get("RLTF_RAY_ADDRESS"),
+                               isolation=isolation)  # type: ignore[arg-type]
     if timeout is not None:
         judge_config.timeout_s = timeout
     if samples is not None:
@@ -396,11 +413,10 @@ def eval_command(
 def _score_file(samples: Path, problems: list, judge_config: Any, out: Path, dataset: str, split: str | None,
                 ks: list[int]) -> dict[str, Any]:
     from rltf.evaluation import EvalSettings, score_samples
-    from rltf.judge import open_judge
 
     settings = EvalSettings(dataset, split, "-", "-", n=1, temperature=0.0, top_p=1.0, engine="-",
                             samples_file=str(samples))
-    with open_judge(judge_config) as judge:
+    with _open_judge(judge_config) as judge:
         try:
             return score_samples(samples, problems, judge, out, settings, ks)
         except (ValueError, json.JSONDecodeError) as exc:
@@ -415,7 +431,6 @@ def _generate_and_score(problems: list, judge_config: Any, out: Path, ks: list[i
 
     from rltf.evaluation import EvalSettings, evaluate
     from rltf.generation import EngineConfig, make_engine
-    from rltf.judge import open_judge
     from rltf.models import Policy, PolicyError, set_threads
 
     set_threads(threads)
@@ -429,7 +444,7 @@ def _generate_and_score(problems: list, judge_config: Any, out: Path, ks: list[i
     except ValueError as exc:  # the engine is not installed, or has no such compute type
         raise typer.BadParameter(str(exc), param_hint=["--engine", "--compute-type"]) from None
     settings = EvalSettings(model=model, style=policy.style, engine=sampler.label, **sampling)
-    with open_judge(judge_config) as judge:
+    with _open_judge(judge_config) as judge:
         return evaluate(sampler, policy, problems, judge, out, settings, ks)
 
 

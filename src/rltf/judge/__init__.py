@@ -2,7 +2,7 @@
 
 from rltf.judge.core import Judge, JudgeConfig, JudgeError, open_judge
 from rltf.judge.service import JudgeService
-from rltf.judge.verdict import ErrorInfo, StaticFinding, TestResult, Verdict
+from rltf.judge.verdict import ErrorInfo, FailureInfo, StaticFinding, TestResult, Verdict
 
-__all__ = ["ErrorInfo", "Judge", "JudgeConfig", "JudgeError", "JudgeService", "StaticFinding", "TestResult", "Verdict",
-           "open_judge"]
+__all__ = ["ErrorInfo", "FailureInfo", "Judge", "JudgeConfig", "JudgeError", "JudgeService", "StaticFinding",
+           "TestResult", "Verdict", "open_judge"]

@@ -24,7 +24,9 @@ call (``values_match``), applied to builtins rebuilt on the trusted side:
 
 from __future__ import annotations
 
+import itertools
 import math
+import reprlib
 from typing import Any
 
 FLOAT_TOL = 1e-6
@@ -118,3 +120,46 @@ def call_result_matches(actual: Any, expected: Any) -> bool:
     if values_match(actual, expected):
         return True
     return isinstance(expected, list) and len(expected) == 1 and values_match(actual, expected[0])
+
+
+class _BoundedRepr(reprlib.Repr):
+    """``reprlib`` with limits that keep the work small whatever the program returned: a few
+    elements per container and levels, the head of long strings and bytes, no digits of huge ints,
+    and sets and dicts in their own order (``repr``'s), not sorted first as ``reprlib`` does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxtuple = self.maxlist = self.maxarray = self.maxdict = 12
+        self.maxset = self.maxfrozenset = self.maxdeque = 12
+        self.maxstring = self.maxother = self.maxlong = 200
+
+    def repr_bytes(self, value: bytes, level: int) -> str:
+        return self.repr_str(value, level)  # slices then reprs, as for str
+
+    def repr_int(self, value: int, level: int) -> str:
+        if value.bit_length() > 4 * self.maxlong:  # more digits than shown: do not compute them
+            return f"<int of {value.bit_length()} bits>"
+        return super().repr_int(value, level)
+
+    def repr_set(self, value: set, level: int) -> str:
+        return self._repr_iterable(value, level, "{", "}", self.maxset) if value else "set()"
+
+    def repr_frozenset(self, value: frozenset, level: int) -> str:
+        return self._repr_iterable(value, level, "frozenset({", "})", self.maxfrozenset) if value else "frozenset()"
+
+    def repr_dict(self, value: dict, level: int) -> str:
+        if not value or level <= 0:
+            return "{...}" if value else "{}"
+        pieces = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
+                  for k, v in itertools.islice(value.items(), self.maxdict)]
+        return "{" + ", ".join(pieces + ["..."] * (len(value) > self.maxdict)) + "}"
+
+
+_bounded = _BoundedRepr()
+
+
+def bounded_repr(value: Any) -> str:
+    """A short ``repr`` for failure reports, its cost bounded by the limits of :class:`_BoundedRepr`
+    (not by the value's size). Objects may still raise from their own ``__repr__``: callers catch."""
+    return _bounded.repr(value)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import selectors
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -22,6 +24,11 @@ from rltf.problems import Problem, TestSelection, infer_entry_point, select_test
 
 START_TIMEOUT_S = 60.0
 REPLY_SLACK_S = 15.0
+Isolation = Literal["auto", "namespaces", "rlimits"]
+
+log = logging.getLogger(__name__)
+_fallback_warned = False
+_fallback_lock = threading.Lock()
 
 
 @dataclass
@@ -35,8 +42,11 @@ class JudgeConfig:
     max_processes: int = 64
     max_output_mb: int = 16
     stop_on_first_failure: bool = False
-    # "auto": namespaces where the OS allows them; "namespaces": fail without them; "rlimits": never use them
-    isolation: str = "auto"
+    isolation: Isolation = "auto"
+    """``auto``: namespaces (no network, read-only minimal file system, a pid namespace) where the
+    OS allows them, else resource limits only, with a warning once per process (containers without
+    unprivileged user namespaces, macOS). ``namespaces``: refuse to start without them
+    (:class:`JudgeError`), for judging untrusted code. ``rlimits``: resource limits only, always."""
     static: bool = False
     """Add static-analysis findings (:mod:`rltf.judge.static`) to every verdict of a program that compiles."""
     tests: TestSelection = "original"
@@ -49,6 +59,27 @@ class JudgeConfig:
 
 class JudgeError(RuntimeError):
     """The judge cannot start (for example, namespaces were required but are unavailable)."""
+
+
+def check_isolation(mode: str, isolation: str) -> None:
+    """Hold a started sandbox (its ``isolation`` report) to the ``mode`` asked for: ``namespaces``
+    without them is an error, ``auto`` without them a one-line warning, logged once per process
+    (Python prints it on stderr when the application configured no logging)."""
+    if isolation.startswith("namespaces"):
+        return
+    if mode == "namespaces":
+        raise JudgeError(f"judge isolation 'namespaces' is required but the sandbox could only get {isolation}; "
+                         "allow unprivileged user namespaces (containers often block them, macOS has none) or "
+                         "set judge.isolation=auto to run programs with resource limits only")
+    if mode != "auto":
+        return
+    global _fallback_warned
+    with _fallback_lock:
+        if _fallback_warned:
+            return
+        _fallback_warned = True
+    log.warning("rltf judge: isolation 'auto' fell back to %s: programs can use the network and read and "
+                "write this user's files; set judge.isolation=namespaces to refuse to run like this", isolation)
 
 
 class _Worker:
@@ -85,9 +116,11 @@ class _Worker:
         except (wire.WireError, KeyError, TypeError) as exc:
             self.kill()
             raise JudgeError(f"the sandbox server did not start: {exc}") from None
-        if mode == "namespaces" and not self.isolation.startswith("namespaces"):
+        try:
+            check_isolation(mode, self.isolation)
+        except JudgeError:
             self.kill()
-            raise JudgeError(f"namespace isolation was required but the server runs with {self.isolation}")
+            raise
 
     @property
     def stdout_fd(self) -> int:
@@ -124,7 +157,14 @@ class Judge:
             raise ValueError(f"unknown isolation {self.config.isolation!r}")
         if self.config.tests not in ("original", "extra", "all"):
             raise ValueError(f"unknown tests {self.config.tests!r} (original, extra or all)")
-        self._workers = [_Worker(self.config.isolation) for _ in range(max(1, self.config.workers))]
+        self._workers: list[_Worker] = []
+        try:
+            for _ in range(max(1, self.config.workers)):
+                self._workers.append(_Worker(self.config.isolation))
+        except BaseException:  # e.g. JudgeError: no namespaces where they are required
+            for worker in self._workers:
+                worker.kill()
+            raise
         self._static = StaticAnalyzer() if self.config.static else None
 
     @property

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from rltf.judge.core import REPLY_SLACK_S, Judge, JudgeConfig
+from rltf.judge.core import REPLY_SLACK_S, Judge, JudgeConfig, check_isolation
 from rltf.judge.verdict import Verdict
 from rltf.problems import Problem, select_tests
 
@@ -52,6 +52,7 @@ class RayJudge:
                           if k not in ("workers", "backend", "ray_address")}
         self._actors = [self._start() for _ in range(max(1, self.config.workers))]
         self.isolation = ray.get(self._actors[0].isolation.remote())
+        check_isolation(self.config.isolation, self.isolation)  # the actors' own warnings stay on their nodes
         self.replaced = 0
         """Actors replaced so far (dead or unresponsive)."""
 

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rltf.judge import compare, runner, sandbox, wire
-from rltf.judge.verdict import ErrorInfo, TestResult, Verdict
+from rltf.judge.asserts import AssertRecorder, AssertSite, rewrite
+from rltf.judge.verdict import ErrorInfo, FailureInfo, TestResult, Verdict
 
 PRELOAD = ("array", "bisect", "collections", "copy", "datetime", "decimal", "fractions", "functools", "hashlib",
            "heapq", "itertools", "json", "math", "operator", "random", "re", "statistics", "string", "sys", "typing")
@@ -178,10 +179,30 @@ def program_names(setup: str, cases: list[str], entry_point: str | None) -> set[
 
 @functools.lru_cache(maxsize=4096)
 def _compiled_tests(setup: str, cases: tuple[str, ...], entry_point: str | None):
-    """RL judges the same problem many times: parse and compile its tests once."""
+    """RL judges the same problem many times: parse and compile its tests once, their asserts
+    rewritten to report what they compared (:mod:`rltf.judge.asserts`)."""
     names = program_names(setup, list(cases), entry_point)
-    compiled = [compile(case, f"<test {i}>", "exec") for i, case in enumerate(cases)]
-    return names, compile(setup, "<setup>", "exec"), compiled
+    sites: list[AssertSite] = []
+    compiled_setup = rewrite(setup, "<setup>", sites, names)
+    compiled = [rewrite(case, f"<test {i}>", sites, names) for i, case in enumerate(cases)]
+    return names, compiled_setup, compiled, tuple(sites)
+
+
+def _describe(value: Any) -> str:
+    """A value for a failure report: short whatever its size, and never an exception, unless the
+    runner died meanwhile (a test-side object whose ``repr`` calls the program)."""
+    try:
+        return compare.bounded_repr(value)
+    except RunnerGone:
+        raise
+    except Exception as exc:
+        return f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
+
+
+def _call_text(fn_name: str, args: list[Any]) -> str:
+    """``fn(arg, ...)`` for a failing call test's report."""
+    shown = [_describe(arg) for arg in args[:12]] + ["..."] * (len(args) > 12)
+    return f"{fn_name}({', '.join(shown)})"
 
 
 class Zygote:
@@ -320,6 +341,7 @@ class Server:
         channel = Channel(self, run)
         results: list[TestResult] = []
         error: ErrorInfo | None = None
+        failure: FailureInfo | None = None
         try:
             wire.send(run.job_fd, message)
             channel.deadline = min(time.monotonic() + job["timeout_s"] + 1.0, self.job_deadline)
@@ -333,9 +355,9 @@ class Server:
                 else:
                     error = _error(rec)
             elif tests["kind"] == "stdio":
-                results, error = self._stdio_tests(job, channel)
+                results, error, failure = self._stdio_tests(job, channel)
             else:
-                results, error = self._call_tests(job, channel)
+                results, error, failure = self._call_tests(job, channel)
         except RunnerGone as gone:
             error = gone.error
         except HarnessLimit as exc:
@@ -351,74 +373,85 @@ class Server:
         else:
             status = "pass" if passed == total else "fail"
         return Verdict(status, passed, total, error, tuple(results), time.monotonic() - started,
-                       self.info.description)
+                       self.info.description, failure=failure)
 
     def _test_deadline(self, job: dict[str, Any]) -> float:
         return min(time.monotonic() + job["timeout_s"], self.job_deadline)
 
-    def _call_tests(self, job: dict[str, Any], channel: Channel) -> tuple[list[TestResult], ErrorInfo | None]:
+    def _call_tests(self, job: dict[str, Any],
+                    channel: Channel) -> tuple[list[TestResult], ErrorInfo | None, FailureInfo | None]:
+        """Function tests one by one; returns their results, the error that ended them early, and
+        the first failing test's :class:`FailureInfo`."""
         tests = job["tests"]
         stop_early = job["stop_on_first_failure"]
         results: list[TestResult] = []
         outputs: dict[int, str] = {}
+        first_failure: FailureInfo | None = None
         if tests["kind"] == "call":
             run_case = (self._collect_case(tests, channel, outputs) if job.get("collect")
                         else self._call_case(tests, channel))
         else:
             run_case = self._assert_case(tests, job.get("entry_point"), channel)
             if isinstance(run_case, TestResult):  # the setup failed: nothing can run
-                return [], run_case.error
+                return [], run_case.error, None
         for index in range(len(tests["cases"])):
             channel.deadline = self._test_deadline(job)
             started = time.monotonic()
             try:
-                status, error = run_case(index)
+                status, error, failure = run_case(index)
             except RunnerGone as gone:
                 results.append(TestResult("error", time.monotonic() - started, gone.error))
-                return results, gone.error
+                return results, gone.error, first_failure
             results.append(TestResult(status, time.monotonic() - started, error, outputs.get(index)))
+            first_failure = first_failure or failure
             if stop_early and status != "pass":
                 break
-        return results, None
+        return results, None, first_failure
 
     def _collect_case(self, tests: dict[str, Any], channel: Channel, outputs: dict[int, str]):
         """A reference program's return values (``Judge.call_outputs``): each as the ``repr`` of
         plain builtin data, computed here on the trusted side from the decoded value. A value the
         wire cannot describe, or one whose repr exceeds ``MAX_OUTPUT_REPR``, is an error."""
-        def run_case(index: int) -> tuple[str, ErrorInfo | None]:
+        def run_case(index: int) -> tuple[str, ErrorInfo | None, None]:
             try:
                 value = channel.request({"op": "apps_call", "fn_name": tests["fn_name"],
                                          "args": tests["cases"][index]["args"]})  # wire-encoded by the client
             except ProgramError as exc:
-                return "error", _error(exc.record)
+                return "error", _error(exc.record), None
             if not compare.is_plain_data(value):
-                return "error", ErrorInfo("runtime", "Unrepresentable", "the value is not plain builtin data")
+                return "error", ErrorInfo("runtime", "Unrepresentable", "the value is not plain builtin data"), None
             try:
                 text = repr(value)
             except ValueError as exc:  # an int past Python's digit limit for str()
-                return "error", ErrorInfo("runtime", "OutputTooLarge", str(exc)[:200])
+                return "error", ErrorInfo("runtime", "OutputTooLarge", str(exc)[:200]), None
             if len(text) > MAX_OUTPUT_REPR:
-                return "error", ErrorInfo("runtime", "OutputTooLarge", f"repr of {len(text)} characters")
+                return "error", ErrorInfo("runtime", "OutputTooLarge", f"repr of {len(text)} characters"), None
             outputs[index] = text
-            return "pass", None
+            return "pass", None, None
         return run_case
 
     def _call_case(self, tests: dict[str, Any], channel: Channel):
-        def run_case(index: int) -> tuple[str, ErrorInfo | None]:
+        def run_case(index: int) -> tuple[str, ErrorInfo | None, FailureInfo | None]:
             case = tests["cases"][index]
             try:
                 value = channel.request({"op": "apps_call", "fn_name": tests["fn_name"],
                                          "args": wire.encode(case["args"])})
             except ProgramError as exc:
-                return "error", _error(exc.record)
-            return ("pass" if compare.call_result_matches(value, case["expected"]) else "fail"), None
+                return "error", _error(exc.record), None
+            if compare.call_result_matches(value, case["expected"]):
+                return "pass", None, None
+            failure = FailureInfo(_call_text(tests["fn_name"], case["args"]), _describe(case["expected"]),
+                                  _describe(value))
+            return "fail", None, failure
         return run_case
 
     def _assert_case(self, tests: dict[str, Any], entry_point: str | None, channel: Channel):
-        names, setup, compiled = _compiled_tests(tests.get("setup", ""), tuple(tests["cases"]), entry_point)
+        names, setup, compiled, sites = _compiled_tests(tests.get("setup", ""), tuple(tests["cases"]), entry_point)
         namespace: dict[str, Any] = {"__name__": "__test__", "__builtins__": builtins}
         for name in names:
             namespace[name] = wire.Remote(channel, name, "")
+        recorder = AssertRecorder(sites)
+        recorder.install(namespace)
         channel.deadline = min(time.monotonic() + 30.0, self.job_deadline)
         try:
             exec(setup, namespace)
@@ -431,64 +464,70 @@ class Server:
         except Exception as exc:
             return TestResult("error", 0.0, ErrorInfo("runtime", type(exc).__name__, f"in test setup: {exc}"))
 
-        def run_case(index: int) -> tuple[str, ErrorInfo | None]:
+        def run_case(index: int) -> tuple[str, ErrorInfo | None, FailureInfo | None]:
             try:
                 exec(compiled[index], namespace)
             except RunnerGone:
                 raise
             except ProgramError as exc:
-                return "error", _error(exc.record)
-            except AssertionError:
-                return "fail", None
+                return "error", _error(exc.record), None
+            except AssertionError as exc:
+                return "fail", None, recorder.failure(exc, tests["cases"][index], _describe)
             except wire.Unencodable as exc:
                 raise HarnessLimit(str(exc)) from None
             except RecursionError as exc:
-                return "error", ErrorInfo("runtime", "RecursionError", f"in test code: {exc}")
+                return "error", ErrorInfo("runtime", "RecursionError", f"in test code: {exc}"), None
             except Exception as exc:
-                return "error", ErrorInfo("runtime", type(exc).__name__, f"in test code: {exc}"[:2000])
-            return "pass", None
+                return "error", ErrorInfo("runtime", type(exc).__name__, f"in test code: {exc}"[:2000]), None
+            return "pass", None, None
         return run_case
 
-    def _stdio_tests(self, job: dict[str, Any], channel: Channel) -> tuple[list[TestResult], ErrorInfo | None]:
+    def _stdio_tests(self, job: dict[str, Any],
+                     channel: Channel) -> tuple[list[TestResult], ErrorInfo | None, FailureInfo | None]:
         cases = job["tests"]["cases"]
         results: list[TestResult] = []
+        first_failure: FailureInfo | None = None
         for index, case in enumerate(cases):
             channel.deadline = min(time.monotonic() + job["timeout_s"] + 1.0, self.job_deadline)
             try:
                 event = channel.receive()
             except RunnerGone as gone:
                 results.append(TestResult("error", job["timeout_s"], gone.error))
-                return results, gone.error
+                return results, gone.error, first_failure
             if not isinstance(event, dict) or event.get("index") != index:
                 error = ErrorInfo("runtime", "ProtocolError", "unexpected message from the runner")
                 results.append(TestResult("error", 0.0, error))
-                return results, error
-            result = self._stdio_result(event, case, index)
+                return results, error, first_failure
+            result, failure = self._stdio_result(event, case, index)
             results.append(result)
+            first_failure = first_failure or failure
             if job["stop_on_first_failure"] and result.status != "pass":
                 break
-        return results, None
+        return results, None, first_failure
 
-    def _stdio_result(self, event: dict[str, Any], case: dict[str, Any], index: int) -> TestResult:
+    def _stdio_result(self, event: dict[str, Any], case: dict[str, Any],
+                      index: int) -> tuple[TestResult, FailureInfo | None]:
         elapsed = float(event.get("time_s", 0.0))
         outcome = event.get("outcome")
         if outcome == "timeout":
-            return TestResult("error", elapsed, ErrorInfo("timeout", "TimeoutError", "time limit exceeded"))
+            return TestResult("error", elapsed, ErrorInfo("timeout", "TimeoutError", "time limit exceeded")), None
         if outcome == "signal":
             sig = int(event.get("signal", 0))
             phase = SIGNAL_PHASE.get(sig, "killed")
             name = signal.Signals(sig).name if sig in signal.Signals.__members__.values() else str(sig)
             return TestResult("error", elapsed, ErrorInfo(phase, "TimeoutError" if phase == "timeout" else name,
-                                                          f"terminated by {name}"))
+                                                          f"terminated by {name}")), None
         if event.get("code", 1) != 0 or "error" in event:
             record = event.get("error") or {"type": "NonZeroExit", "message": f"exit status {event.get('code')}"}
-            return TestResult("error", elapsed, _error(record))
+            return TestResult("error", elapsed, _error(record)), None
         try:
             with open(os.path.join(self.job_dir, f"out_{index}.txt"), "rb") as handle:
                 output = handle.read(MAX_OUTPUT_READ).decode("utf-8", errors="replace")
         except OSError:
             output = ""
-        return TestResult("pass" if compare.outputs_match(output, case["output"]) else "fail", elapsed)
+        if compare.outputs_match(output, case["output"]):
+            return TestResult("pass", elapsed), None
+        return TestResult("fail", elapsed), FailureInfo(case["input"], case["output"], output)
 
     # -- main loop ---------------------------------------------------------------------------
     def serve(self) -> None:

@@ -18,6 +18,13 @@ STATUSES = ("pass", "fail", "error", "infra_error")
 PHASES = ("compile", "runtime", "timeout", "memory", "output_limit", "killed")
 VERDICT_KEYS = ("pass", "fail", *PHASES, "infra_error")
 """The verdict mix: passes, wrong answers, each error phase and judge failures (``Verdict.error_category``)."""
+MAX_DETAIL = 200
+"""Longest text of each :class:`FailureInfo` field: the values come from untrusted programs."""
+
+
+def clip(text: str, limit: int = MAX_DETAIL) -> str:
+    """``text`` cut to ``limit`` characters, the cut marked with an ellipsis."""
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,38 @@ class ErrorInfo:
         if data is None:
             return None
         return cls(data["phase"], data["type"], data.get("message", ""), data.get("line"))
+
+
+@dataclass(frozen=True)
+class FailureInfo:
+    """What the first failing test checked, to read a wrong answer without re-running it.
+
+    Computed on the trusted side (the program's values are rebuilt builtins there) and clipped to
+    :data:`MAX_DETAIL` characters each. ``test`` is the failed ``assert`` statement (or the case's
+    source when no assert statement raised), the call for ``call`` tests, the input for ``stdio``
+    tests. ``expected`` and ``actual`` are reprs for assert and call tests, the output texts for
+    stdio tests; None where the test's form names no such values (``assert ok(x)``).
+    """
+
+    test: str
+    expected: str | None = None
+    actual: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "test", clip(self.test))
+        for name in ("expected", "actual"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, clip(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"test": self.test, "expected": self.expected, "actual": self.actual}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> FailureInfo | None:
+        if data is None:
+            return None
+        return cls(data["test"], data.get("expected"), data.get("actual"))
 
 
 @dataclass(frozen=True)
@@ -82,6 +121,8 @@ class Verdict:
     isolation: str = ""
     static: tuple[StaticFinding, ...] = ()
     """Static-analysis findings (``judge.static``), from the program's text alone; () when off."""
+    failure: FailureInfo | None = None
+    """The first failing test's text, expected and actual value; None when no test failed."""
 
     @property
     def pass_ratio(self) -> float:
@@ -105,6 +146,7 @@ class Verdict:
             "duration_s": round(self.duration_s, 6),
             "isolation": self.isolation,
             "static": [f.to_dict() for f in self.static],
+            "failure": self.failure.to_dict() if self.failure else None,
         }
 
     @classmethod
@@ -118,6 +160,7 @@ class Verdict:
             duration_s=data.get("duration_s", 0.0),
             isolation=data.get("isolation", ""),
             static=tuple(StaticFinding(**f) for f in data.get("static", [])),
+            failure=FailureInfo.from_dict(data.get("failure")),
         )
 
     @classmethod
