@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
 from rltf.cli import app
@@ -87,7 +88,9 @@ def test_train_resume_and_report_commands(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert {"config.yaml", "metrics.jsonl", "checkpoints", "tb", "eval", "plot_rewards.png", "plot_verdicts.png",
             "plot_eval.png", "plot_loss_time.png"} <= {p.name for p in out.iterdir()}
-    assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb").iterdir())
+    events = EventAccumulator(str(out / "tb"))  # log.report_to: [tensorboard], the step's metrics by TRL's names
+    events.Reload()
+    assert {"entropy", "completions/mean_length", "reward", "loss", "eval/pass_at_1"} <= set(events.Tags()["scalars"])
     assert json.loads((out / "eval" / "step-000001" / "summary.json").read_text())["settings"]["temperature"] == 0
     assert load_config(str(out / "config.yaml")).steps == 1
 

@@ -223,9 +223,19 @@ class EvalConfig:
             raise ConfigError("eval.samples must be 1 for greedy decoding (temperature 0), and >= 1")
 
 
+Tracker = Literal["tensorboard", "wandb", "mlflow", "trackio"]
+
+
 @dataclass
 class LogConfig:
-    tensorboard: bool = True
+    report_to: list[Tracker] = field(default_factory=lambda: ["tensorboard"])
+    """Experiment trackers that take each step's metrics and the run's config (accelerate's; ``[]``:
+    none). Local unless told otherwise: TensorBoard in ``tb/``, wandb offline under the run (``WANDB_MODE``
+    and ``WANDB_DIR`` say otherwise), MLflow in ``mlflow.db`` under the run (unless ``MLFLOW_TRACKING_URI``),
+    trackio in its local store."""
+    project: str = "rltf"
+    """The tracker project (wandb, trackio) or experiment (MLflow) the run joins; the run is named after
+    its directory."""
     progress: bool = True
     samples: bool = True
     """Write every judged program of the rollouts (greedy baselines too) with its verdict to
@@ -392,8 +402,27 @@ def differing_keys(a: TrainConfig, b: TrainConfig) -> list[str]:
     return sorted(k for k in left.keys() | right.keys() if left.get(k) != right.get(k))
 
 
+LEGACY_TENSORBOARD = "log.tensorboard"
+"""The switch ``log.report_to`` replaced: configs saved by earlier runs (and overrides) still say it."""
+
+
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """``log.tensorboard: true/false`` as TensorBoard in or out of ``log.report_to`` (the default list
+    when the config gives none), so runs saved before the list still load and resume."""
+    log = data.get("log")
+    if not isinstance(log, dict) or "tensorboard" not in log:
+        return data
+    log = dict(log)
+    enabled = log.pop("tensorboard")
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{LEGACY_TENSORBOARD}: expected bool, got {enabled!r}")
+    others = [t for t in log.get("report_to", LogConfig().report_to) if t != "tensorboard"]
+    log["report_to"] = ["tensorboard", *others] if enabled else others
+    return {**data, "log": log}
+
+
 def from_dict(data: dict[str, Any]) -> TrainConfig:
-    return _build(TrainConfig, data)
+    return _build(TrainConfig, _migrate(data))
 
 
 def _leaf_keys(cls: type, prefix: str = "") -> list[str]:
@@ -421,6 +450,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not key=value")
+        if key == LEGACY_TENSORBOARD:  # from_dict moves it into log.report_to
+            data.setdefault("log", {})["tensorboard"] = _parse_value(text, bool)
+            continue
         parts = key.split(".")
         cls: Any = TrainConfig
         node = data

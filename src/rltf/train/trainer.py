@@ -62,7 +62,7 @@ from rltf.train.curriculum import (
 from rltf.train.distributed import Ranks, launcher_fsdp
 from rltf.train.losses import TrainItem, collate, entropy, kept_target_tokens, logprobs_of, target_logits
 from rltf.train.packing import Weighted, logprobs, micro_batches, order, tensors, weigh, weighted_loss
-from rltf.train.report import append_learner_batches, log_scalars, mean_or_none, progress_text, read_metrics
+from rltf.train.report import Trackers, append_learner_batches, mean_or_none, progress_text, read_metrics
 from rltf.train.rewards import Rollout, score
 from rltf.train.rollout import Actor
 
@@ -162,11 +162,8 @@ class Trainer:
 
     def run(self, stop_at: int | None = None) -> int:
         """Train until ``config.steps`` (or ``stop_at``, to simulate an interruption); returns the step."""
-        from torch.utils.tensorboard import SummaryWriter
-
         target = min(self.config.steps, stop_at if stop_at is not None else self.config.steps)
-        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step + 1) \
-            if self.config.log.tensorboard and self.is_main else None
+        trackers = Trackers.start(self.config, self.run_dir, self.step) if self.is_main else Trackers()
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         progress = Progress(TextColumn("[bold]train"), BarColumn(bar_width=20), MofNCompleteColumn(),
@@ -186,7 +183,7 @@ class Trainer:
                     self._offline_fill(actor)
                 if isinstance(self.sampler, LearnableSampler) and None in self.sampler.rates:
                     self._estimate_pass_rates(engine, judge)
-                self._maybe_eval(engine, judge, writer, progress)
+                self._maybe_eval(engine, judge, trackers, progress)
                 while self.step < target:
                     record = self.step_once(actor)
                     if self.step % self.config.checkpoint.every == 0 or self.step == target:
@@ -195,14 +192,12 @@ class Trainer:
                         record["time_checkpoint_s"] = time.perf_counter() - started
                     sink.write(json.dumps(record) + "\n")
                     sink.flush()
-                    if writer is not None:
-                        log_scalars(writer, record)
+                    trackers.log(record)
                     progress.update(task, completed=self.step, info=progress_text(record))
-                    self._maybe_eval(engine, judge, writer, progress)
+                    self._maybe_eval(engine, judge, trackers, progress)
         finally:
             engine.close()
-            if writer is not None:
-                writer.close()
+            trackers.finish()
         return self.step
 
     def step_once(self, actor: Actor) -> dict[str, Any]:
@@ -506,7 +501,7 @@ class Trainer:
             if path.exists() or kept:
                 write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
-    def _maybe_eval(self, engine: Engine, judge: JudgeService, writer: Any, progress: Any) -> None:
+    def _maybe_eval(self, engine: Engine, judge: JudgeService, trackers: Trackers, progress: Any) -> None:
         cfg, step = self.config.eval, self.step
         due = (step == 0 and cfg.at_start) or (step == self.config.steps and cfg.at_end) \
             or (cfg.every > 0 and step % cfg.every == 0)
@@ -524,9 +519,6 @@ class Trainer:
         with torch.random.fork_rng(devices=devices), self._autocast():  # evaluation must not shift training RNG
             summary = self.evaluator(engine, judge, step, out)
         progress.start()
-        if writer is not None:
-            for k, v in summary.get("pass_at_k", {}).items():
-                writer.add_scalar(f"eval/pass@{k}", v, step)
-            writer.flush()
+        trackers.log_eval(step, summary)
 
 
