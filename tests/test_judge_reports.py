@@ -83,7 +83,7 @@ def test_namespaces_mode_refuses_to_run_without_them(no_namespaces, caplog, tmp_
     program.write_text(ADD_PROGRAM)
     args = ["judge", "--problems", str(problems), "--problem-id", "p", "--program-file", str(program)]
     refused = CliRunner().invoke(app, [*args, "--isolation", "namespaces"])
-    assert refused.exit_code == 2 and "error: judge isolation 'namespaces' is required" in refused.output
+    assert refused.exit_code == 2 and "Error: judge isolation 'namespaces' is required" in refused.output
     judged = CliRunner().invoke(app, [*args, "--isolation", "auto"])
     assert judged.exit_code == 0 and json.loads(judged.stdout.splitlines()[-1])["isolation"] == SIMULATED
 

@@ -68,7 +68,7 @@ def check_isolation(mode: str, isolation: str) -> None:
     if isolation.startswith("namespaces"):
         return
     if mode == "namespaces":
-        raise JudgeError(f"judge isolation 'namespaces' is required but the sandbox could only get {isolation}; "
+        raise JudgeError(f"judge isolation 'namespaces' is required but the sandbox got {isolation}; "
                          "allow unprivileged user namespaces (containers often block them, macOS has none) or "
                          "set judge.isolation=auto to run programs with resource limits only")
     if mode != "auto":
