@@ -1,11 +1,16 @@
 """RL from an SFT warm start on MBPP, judged on the validation split: which estimator and importance setting?
 
-Two stages, each a resumable run under ``OUT`` (default ``runs/mbpp-validation``; the committed copy is
+Stages, each a resumable run under ``OUT`` (default ``runs/mbpp-validation``; the committed copy is
 ``experiments/mbpp-validation``, made by ``experiments/archive.py``):
 
     python experiments/mbpp_validation.py sft                                  # rltf/configs/mbpp-sft.yaml
     python experiments/mbpp_validation.py rl --estimator rloo --importance none  # rltf/configs/mbpp-rl.yaml
     python experiments/mbpp_validation.py table                                # OUT/results.md + plot
+
+and MBPP's learnable set (issue 30), from a leak-free warm start in its own OUT:
+
+    python experiments/mbpp_validation.py sft --out runs/mbpp-learnable --set data.drop_leaks=true
+    python experiments/mbpp_validation.py learnable --out runs/mbpp-learnable --seed 0 --set steps=12
 
 ``sft`` fine-tunes the embedded SmolLM2-135M-Instruct on the MBPP train references; ``rl`` trains
 RL alone (no supervised term) from its last checkpoint, in ``OUT/<estimator>-<importance>``. Each
@@ -13,6 +18,8 @@ writes ``result.json``: pass@1 on the 90 MBPP validation problems (ids 511-600) 
 (greedy by default; ``--set eval.samples=5 --set eval.temperature=0.1 --set eval.top_p=0.95`` for
 sampled) with the paired interval and sign test over problems (:mod:`rltf.ablation.stats`), and
 for RL the sampled pass rate and verdict mix of the training problems' programs over the run.
+``learnable`` adds the pass rate of 16 fresh samples per learnable problem before and after
+(:func:`run_learnable`) and the share of greedy validation programs cut at the token limit.
 Choices are made on these numbers; the test split is not used. Repeating a command resumes its
 run (checkpoints are not committed: a new machine redoes ``sft`` first, which is seeded).
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -31,7 +39,9 @@ from learning_test import run_minutes, train
 
 from rltf.ablation.stats import paired
 from rltf.config import load_config
-from rltf.evaluation import SAMPLES, per_problem_pass
+from rltf.datasets import load_problem_set
+from rltf.evaluation import SAMPLES, cut_at_limit, per_problem_pass
+from rltf.problems import save_problems
 from rltf.train import read_evals, read_metrics
 from rltf.train.checkpoint import CONFIG, EVAL_DIR, latest_checkpoint
 
@@ -114,6 +124,51 @@ def run_rl(out: Path, estimator: str, importance: str, seed: int, overrides: lis
     }
 
 
+def fresh_pass(out: Path, model: Path, problems: Path, config: Any, samples: int) -> dict[str, float]:
+    """Each problem's share of ``samples`` fresh programs that pass, sampled from ``model`` as the
+    rollouts sample (``rltf eval``, resumable in ``out``)."""
+    rollout = config.rollout
+    subprocess.run([sys.executable, "-m", "rltf.cli", "eval", "--model", str(model), "--dataset", str(problems),
+                    "--n", str(samples), "--k", "1", "--temperature", str(rollout.temperature),
+                    "--top-p", str(rollout.top_p), "--max-new-tokens", str(rollout.max_new_tokens),
+                    "--out", str(out)], check=True)
+    return per_problem_pass(out / SAMPLES)
+
+
+def run_learnable(out: Path, seed: int, samples: int, overrides: list[str]) -> dict[str, Any]:
+    """RL on MBPP's learnable set: ``rollout.selection: learnable`` from the SFT warm start (grpo), then
+    the pass rate of fresh samples on the problems the pre-pass found learnable (0 < p < 1), from the
+    warm start (once, shared by the seeds) and from the run's last checkpoint, paired by problem.
+    The pre-pass's own estimates chose the set, so they are not the "before": a fresh one is."""
+    start = sft_model(out)
+    config = load_config("mbpp-rl", [f"model.name={start}", "rollout.selection=learnable",
+                                     f"rollout.selection_samples={samples}", "feedback.baseline=grpo",
+                                     "data.drop_leaks=true", f"seed={seed}", *overrides])
+    arm = f"learnable-seed{seed}"
+    run_dir = out / arm / "run"
+    train(config, run_dir)
+    rates = json.loads((run_dir / "pass_rates.json").read_text())["rates"]
+    learnable = [p for p in load_problem_set(config.data.dataset, config.data.split, config.data.path, None)
+                 if 0 < rates[p.id] < 1]
+    problems = out / "learnable-problems.jsonl"
+    save_problems(learnable, problems)
+    before = fresh_pass(out / "learnable-before", start, problems, config, samples)
+    after = fresh_pass(out / arm / "after", latest_checkpoint(run_dir) / "model", problems, config, samples)
+    ids = sorted(before)
+    change = paired(np.array([after[p] for p in ids]), np.array([before[p] for p in ids]))
+    last = read_evals(run_dir)[-1][0]
+    greedy = run_dir / EVAL_DIR / f"step-{last:06d}" / SAMPLES
+    return {
+        "arm": arm, "estimator": "grpo", "importance": config.optim.importance, "seed": seed,
+        "learnable_problems": len(ids), "learnable_samples": samples,
+        "learnable_pass_before": float(np.mean([before[p] for p in ids])),
+        "learnable_pass_after": float(np.mean([after[p] for p in ids])),
+        "learnable_change_ci95": list(change.ci95), "learnable_gained": change.better,
+        "learnable_lost": change.worse, "validation_cut_at_limit": cut_at_limit(greedy) / len(per_problem_pass(greedy)),
+        **validation(run_dir), **train_programs(read_metrics(run_dir)),
+    }
+
+
 def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
@@ -168,10 +223,11 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=("sft", "rl", "table"))
+    parser.add_argument("stage", choices=("sft", "rl", "learnable", "table"))
     parser.add_argument("--estimator", choices=ESTIMATORS, default="rloo")
     parser.add_argument("--importance", choices=IMPORTANCE, default="none")
     parser.add_argument("--seed", type=int, default=0, help="the RL run's seed (the SFT warm start is shared)")
+    parser.add_argument("--samples", type=int, default=16, help="learnable: programs per problem, pre-pass and fresh")
     parser.add_argument("--out", type=Path, default=Path("runs/mbpp-validation"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="further config overrides (a dry run: --set steps=2 --set eval.limit=4)")
@@ -184,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         return 0
     res = (run_sft(args.out, args.overrides) if args.stage == "sft"
+           else run_learnable(args.out, args.seed, args.samples, args.overrides) if args.stage == "learnable"
            else run_rl(args.out, args.estimator, args.importance, args.seed, args.overrides))
     (args.out / res["arm"] / "result.json").write_text(json.dumps(res, indent=1) + "\n")
     print(f"{res['arm']}: validation pass@1 {pct(res['validation_pass_before'])}% -> "
