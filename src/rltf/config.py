@@ -37,9 +37,12 @@ class LoraSettings:
 
     enabled: bool = False
     r: int = 16
+    """The adapters' rank."""
     alpha: int = 32
+    """The adapters' scale numerator: their update is scaled by ``alpha / r``."""
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """The modules that get adapters: the attention projections of llama-style models."""
 
 
 @dataclass
@@ -52,6 +55,8 @@ class ModelConfig:
 
     name: str = "smollm2-135m-instruct"
     style: Literal["auto", "chat", "base"] = "auto"
+    """Prompts through the tokenizer's chat template (``chat``), as plain text to complete (``base``), or
+    ``auto``: chat where the tokenizer has a template."""
     dtype: str = "float32"
     device: str = "cpu"
     threads: int | None = 2
@@ -59,6 +64,7 @@ class ModelConfig:
     learner runs alone, after generation and judging; with the hf engine and the judge sharing the
     cores, 1 (more threads than free cores makes OpenMP spin: 16x slower generation measured)."""
     allow_download: bool = False
+    """Let transformers fetch a hub model; otherwise a hub id loads from the local cache only."""
     random_init: dict[str, Any] | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
 
@@ -69,9 +75,13 @@ class DataConfig:
     solutions feed the supervised term."""
 
     dataset: str = "mbpp"
+    """A registered dataset (``rltf data list``) or a canonical problems ``.jsonl(.gz)`` file."""
     split: str | None = "train"
+    """The dataset's split (None: every split); a problems file has none."""
     path: str | None = None
+    """A local copy of the dataset's data in place of the vendored file (required for ``apps``)."""
     limit: int | None = None
+    """Train on the first N problems only (None: all)."""
     drop_leaks: bool = True
     """Leave out the 76 MBPP train tasks that twin a validation or test task (reworded, renamed or
     reparameterised; :func:`rltf.datasets.drop_mbpp_leaks`, rule in :mod:`rltf.leaks`) before
@@ -91,28 +101,36 @@ class RolloutConfig:
     enabled: bool = True
     online: bool = True
     problems_per_step: int = 10
+    """Training problems drawn per optimizer step."""
     samples_per_problem: int = 4
+    """K, the sampled programs per problem (the greedy baseline comes on top)."""
     temperature: float = 0.6
     top_p: float = 0.95
     max_new_tokens: int = 256
+    """The longest completion; generation also stops as soon as the code block closes."""
     dynamic_sampling: bool = False
     """Drop groups without signal and sample more problems, up to ``max_rollouts`` generate calls per
     step, so updates carry signal: groups whose token returns are all zero (e.g. every sample passed)
     and, under ``rloo`` / ``grpo``, groups whose samples all got one reward (online difficulty filtering)."""
     max_rollouts: int = 3
+    """With ``dynamic_sampling``: at most this many generate calls per step."""
     selection: Literal["uniform", "learnable"] = "uniform"
     """Which problems a step draws: ``uniform`` (each once per epoch, the original's) or ``learnable``:
     in proportion to p(1 - p) + ``selection_floor``, p a problem's pass rate, estimated before the first
     step from ``selection_samples`` samples per problem (cached per model) and updated from every group
     (p <- (1 - ``selection_decay``)·p + ``selection_decay``·the group's pass rate)."""
     selection_samples: int = 16
+    """``learnable``: samples per problem of the starting model that estimate its first pass rates."""
     selection_floor: float = 0.02
+    """``learnable``: added to every problem's weight, so that none drops out of the draw."""
     selection_decay: float = 0.5
+    """``learnable``: how far each new group's pass rate moves its problem's estimate."""
 
 
 @dataclass
 class BufferConfig:
     capacity: int = 6400
+    """The FIFO's size in samples: the oldest leave when a refresh overfills it."""
     update_freq: int = 2
     """Staged samples enter the buffer every ``update_freq`` optimizer steps (paper: 50)."""
     mode: Literal["refresh", "window"] = "refresh"
@@ -128,29 +146,39 @@ class OptimConfig:
     """One optimizer step = ``grad_accum`` x (one RL micro-batch from the buffer + one SL micro-batch)."""
 
     lr: float = 1e-5
+    """AdamW's learning rate."""
     weight_decay: float = 0.05
+    """AdamW's weight decay, on matrices only (not on biases and norms)."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     scheduler: str = "constant_with_warmup"
+    """A transformers schedule name (``get_scheduler``: ``linear``, ``cosine``, ...) over ``steps``."""
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
+    """Gradients are clipped to this global norm."""
     micro_batch: int = 40
     """Buffer samples per RL micro-batch. The default's 40 x 1 is one step's rollout (10 problems x 4
     samples): with ``buffer.update_freq`` 2 and ``mode: refresh`` every sampled program is trained once."""
     grad_accum: int = 1
+    """Micro-batch pairs per optimizer step (per rank when data-parallel)."""
     sl_micro_batch: int | None = 4
     """Reference solutions per SL micro-batch; None: ``micro_batch`` (the original's one reference per
     buffer sample). The SL term is a token mean either way, so this sets its variance, not its weight; a
     reference costs its whole prompt (no sample shares it), so the default keeps the 4 a step it had
     when ``micro_batch`` was 4."""
     rl_weight: float = 1.0
+    """Weight of the RL (policy-gradient) term; 0 trains the supervised term alone."""
     sl_weight: float = 1.0
+    """Weight of the supervised term on reference solutions, as the paper's trainer adds; 0: RL alone."""
     max_seq_len: int = 768
+    """The longest prompt + completion the learner trains on; prompts are cut to leave room for
+    ``rollout.max_new_tokens``."""
     autocast: Literal["auto", "bfloat16", "float16"] | None = "auto"
     """``bfloat16``/``float16`` autocast for forward and backward passes; weights and optimizer stay
     float32. ``auto``: bfloat16 where the hardware has it (GPUs; CPUs with AVX512-BF16 or AMX, where
     it is about 2x float32), float16 on older GPUs, float32 on other CPUs (emulated bfloat16 is slower)."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, more time."""
     importance: Literal["none", "ppo_clip", "tis"] = "none"
     """Correct the RL term for samples drawn by another policy than the learner's (a stale buffer
     sample, or a half-precision engine), with ρ_t = π_θ(w_t) / π_behaviour(w_t) from the engine's
@@ -158,7 +186,9 @@ class OptimConfig:
     surrogate), ``tis`` weights each token's term by min(ρ_t, tis_cap), held constant (truncated
     importance sampling); ``none`` is the original's plain -r_t·log π_θ(w_t)."""
     clip_eps: float = 0.2
+    """``ppo_clip``'s ε."""
     tis_cap: float = 2.0
+    """``tis``'s cap on the importance ratio."""
     kl_coef: float = 0.0
     """β of a KL term that holds the learner to the policy the run started from (a trust region the
     original lacks): β·Σ scale·k3_t over the RL tokens, k3_t = e^(q_t - p_t) - (q_t - p_t) - 1 with q the
@@ -193,7 +223,9 @@ class OptimConfig:
 @dataclass
 class CheckpointConfig:
     every: int = 1
+    """Checkpoint every N optimizer steps (and after the last)."""
     keep: int = 1
+    """How many of the newest checkpoints to keep."""
 
 
 @dataclass
@@ -204,13 +236,17 @@ class EvalConfig:
     programs that pass instead (what the learning test reports)."""
 
     dataset: str = "mbpp"
+    """The held-out problems: a registered dataset or a problems file."""
     split: str | None = "test"
     path: str | None = None
     limit: int | None = 100
+    """The first N problems of the split (None: all)."""
     every: int = 0
     """Also evaluate every N steps (0: only before and after)."""
     at_start: bool = True
+    """Evaluate the starting model (step 0)."""
     at_end: bool = True
+    """Evaluate after the last step."""
     max_new_tokens: int = 256
     batch_size: int = 128
     """Sequences per chunk; fast engines keep their slots full only with many sequences in flight."""
@@ -237,6 +273,7 @@ class LogConfig:
     """The tracker project (wandb, trackio) or experiment (MLflow) the run joins; the run is named after
     its directory."""
     progress: bool = True
+    """Show a progress bar with each step's main metrics on the terminal."""
     samples: bool = True
     """Write every judged program of the rollouts (greedy baselines too) with its verdict to
     ``samples.jsonl``: what the model wrote, for reading and for re-judging (e.g. on augmented tests)."""
@@ -267,7 +304,9 @@ class DistributedConfig:
 @dataclass
 class TrainConfig:
     seed: int = 0
+    """Seeds the random init, the problem order, the buffer's draws, sampling and evaluation."""
     steps: int = 40
+    """Optimizer steps of the run."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)

@@ -17,7 +17,7 @@ per-token returns ``r_t = A(W) - λ·κ·m_t`` over the generated tokens of one 
 The classification follows the original RLTF code (``program_feedback.py``) with its bugs fixed:
 lines are found by the judge's line number rather than by text search, timeouts are ``global``
 rather than silently ignored, and Python 3.10+ error messages are mapped by meaning. See
-the README's "Rewards" section for the tables and the full list of deviations.
+``docs/rewards.md`` for the tables and the full list of deviations.
 """
 
 from __future__ import annotations

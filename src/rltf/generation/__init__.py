@@ -36,7 +36,7 @@ class EngineConfig:
     ``compute_type``: ``auto`` is each engine's default -- llamacpp ``bfloat16`` on CPUs with
     AVX512-BF16, else ``float16`` (greedy pass@1 inside HF float32's confidence interval either way;
     ``float32`` is the exact mode; :func:`rltf.generation.llamacpp.default_compute_type`), ct2
-    ``float32`` (its ``int8`` halves MBPP greedy pass@1; see the README's generation section); the
+    ``float32`` (its ``int8`` halves MBPP greedy pass@1; see ``docs/evaluation.md``); the
     hf engine runs the learner's own dtype. ``workers`` parallel generations of ``threads`` threads
     each: on a CPU, one single-thread worker per free core. ``sync_every``: the engine takes the
     learner's weights every N optimizer steps (the hf engine always has them).

@@ -67,7 +67,7 @@ def available() -> bool:
 def default_compute_type(device: str = "cpu") -> str:
     """``bfloat16`` on a CPU with AVX512-BF16 (about 1.3x float16's speed here), else ``float16``
     (without it llama.cpp emulates bfloat16 slowly; on GPUs float16 is the widely supported type).
-    Both keep greedy pass@1 inside HF float32's confidence interval (README, Generation engines)."""
+    Both keep greedy pass@1 inside HF float32's confidence interval (``docs/evaluation.md``)."""
     if device != "cpu":
         return "float16"
     import llama_cpp
