@@ -1,19 +1,21 @@
-"""The RL learning suite: does the default recipe learn on every family and every seed?
+"""The learning suite: does the recipe learn on every family and every seed?
 
 The learning test (``learning_test.py``) on the families of :mod:`rltf.families`, which the recipe
-was not built on: RL only, from the embedded SmolLM2-135M-Instruct, ``rltf/configs/learning-test.yaml``
-with the family's train split and its held-out split as the evaluation (8 samples per problem).
-Each (family, estimator, seed) is one run; ``cross`` trains on every family but one and evaluates
-the one left out.
+was not built on: from the embedded SmolLM2-135M-Instruct, ``rltf/configs/learning-test.yaml`` with
+the family's train split and its held-out split as the evaluation (8 samples per problem), under a
+recipe (:data:`RECIPES`): ``default``, the default config's loss (the RL term plus the supervised
+term on the train problems' references, as the paper trains), or ``rl-only``, the RL term alone.
+Each (recipe, family, estimator, seed) is one run; ``cross`` trains on every family but one and
+evaluates the one left out.
 
     python experiments/learning_suite.py run --family strings --estimator grpo --seed 0
     python experiments/learning_suite.py cross --heldout stdio --estimator grpo --seed 0
-    python experiments/learning_suite.py all --estimators grpo,rloo,greedy --seeds 0,1,2
+    python experiments/learning_suite.py all --recipe rl-only --estimators grpo,rloo,greedy --seeds 0,1,2
     python experiments/learning_suite.py table            # suite.{json,md,png} from the finished runs
 
-Runs live in ``--out`` (default ``runs/learning-suite``) and resume when repeated; ``table`` writes
-its files to ``--results`` (default ``experiments/learning``). Target per (family, seed): held-out
-pass up by at least 20 points or at least 85 %, never below its start, in at most 15 minutes.
+Runs live in ``--out/<recipe>`` (default ``runs/learning-suite``) and resume when repeated; ``table``
+writes its files to ``--results`` (default ``experiments/learning``). Target per (family, seed):
+held-out pass up by at least 20 points or at least 85 %, never below its start, in at most 15 minutes.
 """
 
 from __future__ import annotations
@@ -34,28 +36,34 @@ from rltf.problems import save_problems
 from rltf.train import read_evals
 
 TARGET_RISE, TARGET_LEVEL, TARGET_MINUTES = 0.20, 0.85, 15.0
+RECIPES = {"default": ["optim.sl_weight=1", "optim.sl_micro_batch=4"], "rl-only": []}
+"""Overrides of ``learning-test.yaml`` per recipe. ``default``: 16 references a step (4 per RL micro-batch)
+beside the 64 sampled programs, at the default config's weights (1 and 1)."""
 
 
-def run_family(out: Path, family: str, estimator: str, seed: int, overrides: list[str]) -> dict[str, Any]:
-    """One (family, estimator, seed) run, resumed if it exists; its result with per-problem numbers."""
-    where = out / family / f"{estimator}-seed{seed}"
+def run_family(out: Path, recipe: str, family: str, estimator: str, seed: int,
+               overrides: list[str]) -> dict[str, Any]:
+    """One (recipe, family, estimator, seed) run, resumed if it exists; its result with per-problem numbers."""
+    where = out / recipe / family / f"{estimator}-seed{seed}"
     config = load_config("learning-test", [
         f"data.dataset=family-{family}", "data.split=train", f"eval.dataset=family-{family}", "eval.split=heldout",
-        f"feedback.baseline={estimator}", f"seed={seed}", *overrides])
-    return _finish(where, config, {"family": family, "estimator": estimator, "seed": seed})
+        f"feedback.baseline={estimator}", f"seed={seed}", *RECIPES[recipe], *overrides])
+    return _finish(where, config, {"recipe": recipe, "family": family, "estimator": estimator, "seed": seed})
 
 
-def run_cross(out: Path, heldout: str, estimator: str, seed: int, overrides: list[str]) -> dict[str, Any]:
+def run_cross(out: Path, recipe: str, heldout: str, estimator: str, seed: int,
+              overrides: list[str]) -> dict[str, Any]:
     """Train on the train splits of every family but ``heldout``; evaluate ``heldout``'s held-out split."""
-    where = out / f"cross-{heldout}" / f"{estimator}-seed{seed}"
+    where = out / recipe / f"cross-{heldout}" / f"{estimator}-seed{seed}"
     data = where / "train.jsonl.gz"
     if not data.is_file():
         where.mkdir(parents=True, exist_ok=True)
         save_problems([p for name in FAMILIES if name != heldout for p in load_family(name, "train")], data)
     config = load_config("learning-test", [
         f"data.dataset={data}", f"eval.dataset=family-{heldout}", "eval.split=heldout",
-        f"feedback.baseline={estimator}", f"seed={seed}", *overrides])
-    return _finish(where, config, {"family": f"cross-{heldout}", "estimator": estimator, "seed": seed})
+        f"feedback.baseline={estimator}", f"seed={seed}", *RECIPES[recipe], *overrides])
+    return _finish(where, config, {"recipe": recipe, "family": f"cross-{heldout}", "estimator": estimator,
+                                   "seed": seed})
 
 
 def _finish(where: Path, config: Any, labels: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +82,8 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
     change = pairs[:, 1] - pairs[:, 0]
     low, high = bootstrap_mean(change[None, :])
     before, after = res["heldout_pass_before"], res["heldout_pass_after"]
-    return {"family": res["family"], "estimator": res["estimator"], "seed": res["seed"], "before": before,
+    return {"recipe": res["recipe"], "family": res["family"], "estimator": res["estimator"], "seed": res["seed"],
+            "before": before,
             "after": after, "change": after - before, "ci": [low, high], "better": int((change > 0).sum()),
             "worse": int((change < 0).sum()), "minutes": res["minutes"],
             "target_met": res["minutes"] <= TARGET_MINUTES and after >= before
@@ -82,41 +91,49 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def table(out: Path, results_dir: Path) -> None:
-    rows = [summarise(json.loads(p.read_text())) for p in sorted(out.glob("*/*/result.json"))]
+    # the recipe is the run's folder (<recipe>/<family>/<estimator>-seed<n>/result.json)
+    results = [{**json.loads(p.read_text()), "recipe": p.parents[2].name} for p in out.glob("*/*/*/result.json")]
+    results.sort(key=lambda r: (r["recipe"] != "default", r["family"], r["estimator"], r["seed"]))
+    rows = [summarise(r) for r in results]
     if not rows:
         raise SystemExit(f"no finished runs under {out}")
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "suite.json").write_text(json.dumps(rows, indent=1) + "\n")
-    lines = ["| family | estimator | seed | held-out pass before | after | change (95 % CI over problems) | "
-             "better / worse | minutes | target |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| recipe | family | estimator | seed | held-out pass before | after | change (95 % CI over problems) | "
+             "better / worse | minutes | target |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['family']} | {r['estimator']} | {r['seed']} | {100 * r['before']:.1f} % | "
+        lines.append(f"| {r['recipe']} | {r['family']} | {r['estimator']} | {r['seed']} | {100 * r['before']:.1f} % | "
                      f"{100 * r['after']:.1f} % | {100 * r['change']:+.1f} ({100 * r['ci'][0]:+.1f}, "
                      f"{100 * r['ci'][1]:+.1f}) | {r['better']} / {r['worse']} | {r['minutes']:.1f} | "
                      f"{'met' if r['target_met'] else 'missed'} |")
     (results_dir / "suite.md").write_text("\n".join(lines) + "\n")
-    plot(rows, [json.loads(p.read_text()) for p in sorted(out.glob("*/*/result.json"))], results_dir / "suite.png")
+    plot(results, results_dir / "suite.png")
     print("\n".join(lines))
 
 
-def plot(rows: list[dict[str, Any]], results: list[dict[str, Any]], path: Path) -> None:
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    """Held-out pass along each run, one panel per (recipe, family)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    families = sorted({r["family"] for r in rows})
-    fig, axes = plt.subplots(1, len(families), figsize=(3.2 * len(families), 3.2), squeeze=False)
-    for ax, family in zip(axes[0], families):
-        for res in (r for r in results if r["family"] == family):
-            curve = res["heldout_curve"]
-            ax.plot([c["step"] for c in curve], [100 * c["pass"] for c in curve], marker="o", alpha=0.8,
-                    label=f"{res['estimator']} s{res['seed']}")
-        ax.set_title(family, fontsize=10)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylim(0, 100)
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("held-out sampled programs passing, %")
+    recipes = sorted({r["recipe"] for r in results}, key=lambda r: r != "default")
+    families = sorted({r["family"] for r in results})
+    fig, axes = plt.subplots(len(recipes), len(families), figsize=(3.2 * len(families), 3.0 * len(recipes)),
+                             squeeze=False)
+    for row, recipe in zip(axes, recipes):
+        for ax, family in zip(row, families):
+            for res in (r for r in results if r["family"] == family and r["recipe"] == recipe):
+                curve = res["heldout_curve"]
+                ax.plot([c["step"] for c in curve], [100 * c["pass"] for c in curve], marker="o", alpha=0.8,
+                        label=f"{res['estimator']} s{res['seed']}")
+            ax.set_title(f"{family} ({recipe})", fontsize=10)
+            ax.set_xlabel("optimizer step")
+            ax.set_ylim(0, 100)
+            if ax.lines:
+                ax.legend(fontsize=7)
+        row[0].set_ylabel("held-out programs passing, %")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -125,6 +142,7 @@ def plot(rows: list[dict[str, Any]], results: list[dict[str, Any]], path: Path) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("run", "cross", "all", "table"))
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="default")
     parser.add_argument("--family", choices=sorted(FAMILIES), default="strings")
     parser.add_argument("--heldout", choices=sorted(FAMILIES), default="stdio")
     parser.add_argument("--estimator", choices=("greedy", "rloo", "grpo"), default="grpo")
@@ -137,15 +155,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="further config overrides (dotted keys of rltf/configs/learning-test.yaml)")
     args = parser.parse_args(argv)
     if args.command == "run":
-        print(json.dumps(summarise(run_family(args.out, args.family, args.estimator, args.seed, args.overrides))))
+        print(json.dumps(summarise(run_family(args.out, args.recipe, args.family, args.estimator, args.seed,
+                                              args.overrides))))
     elif args.command == "cross":
-        print(json.dumps(summarise(run_cross(args.out, args.heldout, args.estimator, args.seed, args.overrides))))
+        print(json.dumps(summarise(run_cross(args.out, args.recipe, args.heldout, args.estimator, args.seed,
+                                             args.overrides))))
     elif args.command == "all":
         for seed in map(int, args.seeds.split(",")):
             for estimator in args.estimators.split(","):
                 for family in FAMILIES:
-                    print(json.dumps(summarise(run_family(args.out, family, estimator, seed, args.overrides))),
-                          flush=True)
+                    res = run_family(args.out, args.recipe, family, estimator, seed, args.overrides)
+                    print(json.dumps(summarise(res)), flush=True)
     table(args.out, args.results)
     return 0
 
