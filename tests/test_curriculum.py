@@ -124,15 +124,13 @@ def test_sample_passes_and_summary_read_the_sampled_programs_only(tmp_path) -> N
     assert (summary["learnable"], summary["never"], summary["always"]) == (1, 1, 1)
 
 
-def test_learnable_selection_runs_its_pre_pass_once_per_model(tmp_path, monkeypatch) -> None:
+def test_learnable_selection_runs_its_pre_pass_once_per_model(tmp_path, monkeypatch, tiny_config) -> None:
     import json
 
-    from rltf.config import load_config
     from rltf.train import Trainer, read_metrics
 
     monkeypatch.setenv("RLTF_CACHE", str(tmp_path / "cache"))
-    config = load_config("tiny-smoke", ["log.tensorboard=false", "steps=1", "eval.at_end=false",
-                                        "rollout.selection=learnable", "rollout.selection_samples=2"])
+    config = tiny_config("steps=1", "eval.at_end=false", "rollout.selection=learnable", "rollout.selection_samples=2")
     trainer = Trainer(config, tmp_path / "a", show_progress=False)
     assert trainer.run() == 1
     summary = json.loads((tmp_path / "a" / "pass_rates.json").read_text())

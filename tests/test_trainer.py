@@ -192,31 +192,21 @@ def test_problem_sampler_covers_each_problem_once_per_epoch_and_resumes() -> Non
     assert again.draw(7) == later
 
 
-def _config(*overrides: str):
-    return load_config("tiny-smoke", ["log.tensorboard=false", *overrides])
-
-
-def _params(run_dir: Path, name: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(run_dir / name / "model.safetensors"))
-
-
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def full_run(tmp_path_factory: pytest.TempPathFactory, tiny_config) -> Path:
     run_dir = tmp_path_factory.mktemp("full")
-    assert Trainer(_config(), run_dir, show_progress=False).run() == 3
+    assert Trainer(tiny_config(), run_dir, show_progress=False).run() == 3
     return run_dir
 
 
-def test_training_leaves_out_mbpp_leaks_before_the_limit(tmp_path: Path) -> None:
-    kept = Trainer(_config(), tmp_path / "a", show_progress=False).problems  # 607, 608 twin validation 534, test 67
+def test_training_leaves_out_mbpp_leaks_before_the_limit(tmp_path: Path, tiny_config) -> None:
+    kept = Trainer(tiny_config(), tmp_path / "a", show_progress=False).problems  # 607, 608 twin validation 534, test 67
     assert [p.id for p in kept] == ["mbpp/601", "mbpp/603", "mbpp/604", "mbpp/605", "mbpp/606", "mbpp/609"]
-    leaky = Trainer(_config("data.drop_leaks=false"), tmp_path / "b", show_progress=False).problems
+    leaky = Trainer(tiny_config("data.drop_leaks=false"), tmp_path / "b", show_progress=False).problems
     assert [p.id for p in leaky][:2] == ["mbpp/601", "mbpp/602"] and len(leaky) == 6  # 602 repeats test 217
 
 
-def test_tiny_smoke_trains_online_end_to_end(full_run: Path) -> None:
+def test_tiny_smoke_trains_online_end_to_end(full_run: Path, model_weights) -> None:
     records = read_metrics(full_run)
     assert [r["step"] for r in records] == [1, 2, 3]
     for record in records:
@@ -238,7 +228,7 @@ def test_tiny_smoke_trains_online_end_to_end(full_run: Path) -> None:
     assert all(isinstance(p["program"], str) and p["total"] > 0 for p in programs)
     checkpoint = full_run / "checkpoints" / "step-000003"
     assert sorted(p.name for p in (full_run / "checkpoints").iterdir()) == ["step-000003"]  # keep 1
-    before, after = _params(full_run, "init-model"), _params(checkpoint, "model")
+    before, after = model_weights(full_run / "init-model"), model_weights(checkpoint / "model")
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -247,9 +237,10 @@ def test_tiny_smoke_trains_online_end_to_end(full_run: Path) -> None:
     AutoTokenizer.from_pretrained(checkpoint / "model")
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(full_run: Path, tmp_path: Path) -> None:
+def test_resume_after_interruption_matches_uninterrupted_run(full_run: Path, tmp_path: Path, tiny_config,
+                                                             model_weights) -> None:
     run_dir = tmp_path / "run"
-    assert Trainer(_config(), run_dir, show_progress=False).run(stop_at=2) == 2
+    assert Trainer(tiny_config(), run_dir, show_progress=False).run(stop_at=2) == 2
     # What a kill -9 can leave behind: a half-written checkpoint, the next step's metrics line, a torn line.
     (run_dir / "checkpoints" / ".tmp-step-000003").mkdir()
     with (run_dir / "metrics.jsonl").open("a") as sink:
@@ -257,8 +248,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(full_run: Path, tmp
     with (run_dir / "samples.jsonl").open("a") as sink:  # step 3's programs, written before its checkpoint
         sink.write(json.dumps({"step": 3, "program": "half a step"}) + "\n")
     with pytest.raises(FileExistsError):
-        Trainer(_config(), run_dir, show_progress=False)
-    resumed = Trainer(_config(), run_dir, resume=True, show_progress=False)
+        Trainer(tiny_config(), run_dir, show_progress=False)
+    resumed = Trainer(tiny_config(), run_dir, resume=True, show_progress=False)
     assert resumed.step == 2 and not (run_dir / "checkpoints" / ".tmp-step-000003").exists()
     assert resumed.run() == 3
 
@@ -279,24 +270,25 @@ def test_resume_after_interruption_matches_uninterrupted_run(full_run: Path, tmp
     state = [torch.load(d / "checkpoints" / "step-000003" / "trainer.pt", weights_only=True)
              for d in (full_run, run_dir)]
     assert state[0]["sampler"] == state[1]["sampler"] and state[0]["sl_rng"] == state[1]["sl_rng"]
-    a, b = (_params(d / "checkpoints" / "step-000003", "model") for d in (full_run, run_dir))
+    a, b = (model_weights(d / "checkpoints" / "step-000003" / "model") for d in (full_run, run_dir))
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
 
 
-def test_lost_metrics_line_comes_back_from_the_checkpoint(full_run: Path, tmp_path: Path) -> None:
+def test_lost_metrics_line_comes_back_from_the_checkpoint(full_run: Path, tmp_path: Path, tiny_config) -> None:
     run_dir = tmp_path / "run"
     shutil.copytree(full_run, run_dir)
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     (run_dir / "metrics.jsonl").write_text("\n".join(lines[:2]) + "\n")  # killed after the rename
-    Trainer(_config(), run_dir, resume=True, show_progress=False)
+    Trainer(tiny_config(), run_dir, resume=True, show_progress=False)
     assert [r["step"] for r in read_metrics(run_dir)] == [1, 2, 3]
 
 
-def test_offline_rloo_ppo_with_lora_checkpoints_adapter_and_merged_model(tmp_path: Path) -> None:
-    config = _config("steps=2", "rollout.online=false", "data.limit=2", "feedback.baseline=rloo",
-                     "model.lora.enabled=true", "model.lora.target_modules=[q_proj, v_proj]", "optim.sl_weight=0",
-                     "optim.importance=ppo_clip", "optim.loss_aggregation=global_token_mean", "optim.grad_accum=2")
+def test_offline_rloo_ppo_with_lora_checkpoints_adapter_and_merged_model(tmp_path: Path, tiny_config,
+                                                                        model_weights) -> None:
+    config = tiny_config("steps=2", "rollout.online=false", "data.limit=2", "feedback.baseline=rloo",
+                         "model.lora.enabled=true", "model.lora.target_modules=[q_proj, v_proj]", "optim.sl_weight=0",
+                         "optim.importance=ppo_clip", "optim.loss_aggregation=global_token_mean", "optim.grad_accum=2")
     trainer = Trainer(config, tmp_path, show_progress=False)
     assert trainer.run(stop_at=1) == 1
     records = read_metrics(tmp_path)
@@ -304,7 +296,7 @@ def test_offline_rloo_ppo_with_lora_checkpoints_adapter_and_merged_model(tmp_pat
     assert records[0]["loss_sl"] is None and records[0]["buffer_size"] > 0
     checkpoint = tmp_path / "checkpoints" / "step-000001"
     assert (checkpoint / "adapter" / "adapter_config.json").is_file()
-    merged = _params(checkpoint, "model")
+    merged = model_weights(checkpoint / "model")
     assert not any("lora" in k for k in merged)
     resumed = Trainer(config, tmp_path, resume=True, show_progress=False)
     assert len(resumed.buffer) == records[0]["buffer_size"] and resumed.offline_done
@@ -318,10 +310,11 @@ def test_offline_rloo_ppo_with_lora_checkpoints_adapter_and_merged_model(tmp_pat
 
 
 @pytest.mark.parametrize("engine", ["ct2", "llamacpp"])
-def test_fast_engines_sync_every_n_steps_and_versions_are_what_they_served(tmp_path: Path, engine: str) -> None:
-    config = _config("steps=3", f"engine.name={engine}", "engine.compute_type=float32", "engine.workers=1",
-                     "engine.sync_every=2", "model.lora.enabled=true", "model.lora.target_modules=[q_proj, v_proj]",
-                     "optim.lr=0.05", "eval.at_end=false")
+def test_fast_engines_sync_every_n_steps_and_versions_are_what_they_served(tmp_path: Path, engine: str,
+                                                                          tiny_config) -> None:
+    config = tiny_config("steps=3", f"engine.name={engine}", "engine.compute_type=float32", "engine.workers=1",
+                         "engine.sync_every=2", "model.lora.enabled=true", "model.lora.target_modules=[q_proj, v_proj]",
+                         "optim.lr=0.05", "eval.at_end=false")
     trainer = Trainer(config, tmp_path, show_progress=False)
     versions: list[list[int]] = []
     stage = trainer.buffer.stage
@@ -407,12 +400,12 @@ def test_groups_without_signal_are_counted_and_dropped_under_dynamic_sampling() 
         assert any(r for s in rollout.samples[-3:] for r in s.returns)
 
 
-def test_dynamic_sampling_draws_more_problems_up_to_max_rollouts(tmp_path: Path) -> None:
+def test_dynamic_sampling_draws_more_problems_up_to_max_rollouts(tmp_path: Path, tiny_config) -> None:
     # A random model writes no passing program and, with coarse rewards only, every group of it has one
     # reward: no group carries signal, so the step makes all its max_rollouts calls and keeps nothing.
-    config = _config("steps=1", "feedback.baseline=grpo", "feedback.fine_grained=false", "feedback.adaptive=false",
-                     "rollout.dynamic_sampling=true", "rollout.max_rollouts=3", "eval.at_end=false",
-                     "optim.sl_micro_batch=3")
+    config = tiny_config("steps=1", "feedback.baseline=grpo", "feedback.fine_grained=false", "feedback.adaptive=false",
+                         "rollout.dynamic_sampling=true", "rollout.max_rollouts=3", "eval.at_end=false",
+                         "optim.sl_micro_batch=3")
     trainer = Trainer(config, tmp_path, show_progress=False)
     assert trainer.run() == 1
     record = read_metrics(tmp_path)[0]
@@ -423,10 +416,11 @@ def test_dynamic_sampling_draws_more_problems_up_to_max_rollouts(tmp_path: Path)
 
 
 @pytest.mark.parametrize("lora", [False, True])
-def test_kl_to_the_start_policy_starts_at_zero_grows_and_survives_a_resume(tmp_path: Path, lora: bool) -> None:
+def test_kl_to_the_start_policy_starts_at_zero_grows_and_survives_a_resume(tmp_path: Path, lora: bool,
+                                                                          tiny_config) -> None:
     extra = ["model.lora.enabled=true", "model.lora.target_modules=[q_proj, v_proj]"] if lora else []
-    config = _config("steps=2", "optim.kl_coef=0.5", "optim.sl_weight=0", "feedback.baseline=rloo",
-                     "eval.at_end=false", *extra)
+    config = tiny_config("steps=2", "optim.kl_coef=0.5", "optim.sl_weight=0", "feedback.baseline=rloo",
+                         "eval.at_end=false", *extra)
     Trainer(config, tmp_path / "full", show_progress=False).run()
     full = read_metrics(tmp_path / "full")
     trained = [r for r in full if r["train_samples"] > r["samples_skipped_zero_weight"]]
