@@ -4,8 +4,9 @@ Every rank holds the whole run state (problem order, buffer, RNGs, engine, judge
 judges a contiguous share of each step's problems and receives the others' rollouts, so the
 buffers stay identical; each rank trains on its share of the step's micro-batches and the
 gradients are averaged at the rank's last backward. This module holds what that takes and nothing
-of the loop: the launcher checks, the model wrapping (DDP, or FSDP2 with a whole copy kept for the
-engine and the checkpoints), the gradient-sync switch, the collectives and FSDP's state dicts.
+of the loop: the launch command and the launcher checks, the model wrapping (DDP, or FSDP2 with a
+whole copy kept for the engine and the checkpoints), the gradient-sync switch, the collectives and
+FSDP's state dicts.
 """
 
 from __future__ import annotations
