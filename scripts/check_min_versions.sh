@@ -7,6 +7,10 @@
 #   scripts/check_min_versions.sh                      # or: make check-min-versions
 #   PYTHON=python3.12 TORCH_SPEC=torch==2.6.0 scripts/check_min_versions.sh
 #   EXTRAS=train TESTS="tests/test_models.py" KEEP=1 scripts/check_min_versions.sh
+# trl 1.16 needs accelerate 1.10.1 and pyyaml 6.0.1, and its datasets' pyarrow imports only with numpy 2
+# (so matplotlib above 3.8):
+#   EXTRAS=train,ray,trl OVERRIDES="accelerate==1.10.1 pyyaml==6.0.1 numpy matplotlib" \
+#       TESTS="tests/test_ray_judge.py tests/test_integrations.py" scripts/check_min_versions.sh
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,9 +27,10 @@ pip=("$venv/bin/python" -m pip --quiet --disable-pip-version-check)
 "${pip[@]}" install --upgrade pip
 "${pip[@]}" install "$TORCH_SPEC" packaging setuptools 'tomli; python_version < "3.11"'
 
-# Every requirement of the core and the extras (rltf[...] self-references expanded) whose marker holds:
-# `>=X` becomes `==X`, `==X` stays. As constraints they pin what is installed and nothing else.
-"$venv/bin/python" - "$root/pyproject.toml" > "$venv/lower-bounds.txt" <<'PY'
+# Every requirement of the core and of every extra (rltf[...] self-references aside) whose marker holds:
+# `>=X` becomes `==X`, `==X` stays; OVERRIDES (name==version, or a bare name: no pin) change the pins where
+# another package's own floor is higher. As constraints they pin what is installed and nothing else.
+"$venv/bin/python" - "$root/pyproject.toml" "${OVERRIDES:-}" > "$venv/lower-bounds.txt" <<'PY'
 import sys
 
 from packaging.requirements import Requirement
@@ -46,6 +51,11 @@ for text in requirements:
     floors = [s.version for s in requirement.specifier if s.operator in (">=", "==")]
     if floors:
         pins[requirement.name] = f"{requirement.name}=={max(floors)}"
+for text in sys.argv[2].split():  # name==version replaces a pin, a bare name drops it
+    override = Requirement(text)
+    pins[override.name] = text
+    if not override.specifier:
+        del pins[override.name]
 print("\n".join(sorted(pins.values())))
 PY
 echo "lower bounds pinned:" $(cat "$venv/lower-bounds.txt")
