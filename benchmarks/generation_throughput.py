@@ -71,8 +71,9 @@ def main() -> None:
     native_bf16 = bf16_is_native()
     if not native_bf16:
         names = [n for n in names if not n.endswith("bfloat16")]
-    policies = {mode: Policy.load(dtype=mode) for mode in {n.split("-")[1] for n in names if n.startswith("hf")}}
-    policies.setdefault("float32", Policy.load())
+    hf_modes = {n.split("-")[1] for n in names if n.startswith("hf")}
+    policies = {mode: Policy.load(dtype=mode, device="cpu") for mode in hf_modes}  # CPU throughput, by threads
+    policies.setdefault("float32", Policy.load(device="cpu"))
     base = policies["float32"]
     prompts = [base.prompt(p) for p in problems[: args.prompts]]
     rows = []

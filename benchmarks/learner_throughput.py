@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args(argv)
-    model = Policy.load(args.model).model.train()
+    model = Policy.load(args.model, device="cpu").model.train()  # CPU throughput, by threads
     results = []
     for step_name in args.steps.split(","):
         step = load_step(step_name)

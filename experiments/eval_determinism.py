@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/eval-determinism"))
     args = parser.parse_args(argv)
     set_threads(args.workers)
-    policy = Policy.load(args.model)
+    policy = Policy.load(args.model, device="cpu")  # the README tables measure CPU kernels
     results = []
     for mode in args.modes:
         limit = args.hf_limit if mode.startswith("hf") else args.limit

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from rltf.config import load_config
 from rltf.train import Trainer, read_metrics
 from rltf.train.checkpoint import latest_checkpoint
+from rltf.train.distributed import Ranks, launch_command
 
 STEPS = 3
 OVERRIDES = [f"steps={STEPS}", "log.tensorboard=false", "log.progress=false", "eval.at_end=false",
@@ -154,6 +156,56 @@ def test_example_accelerate_configs_are_valid(name: str, kind: str, machines: in
     if kind == "FSDP":  # what rltf reads from the launcher (launcher_fsdp)
         assert config.fsdp_config["fsdp_version"] == 2
         assert config.fsdp_config["fsdp_reshard_after_forward"] is True
+
+
+def _as_accelerate_resolves(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, configured: dict | None) -> tuple:
+    """``rltf train --num-processes 2``'s launch command, and what accelerate's own parser and config
+    resolution make of it with ``configured`` as the user's accelerate config file (None: no file)."""
+    from accelerate.commands import launch
+    from accelerate.commands.config import config_args
+
+    path = tmp_path / "default_config.yaml"
+    if configured is not None:
+        path.write_text(yaml.safe_dump(configured))
+    monkeypatch.setattr(config_args, "default_config_file", str(path))
+    monkeypatch.setattr(launch, "default_config_file", str(path))
+    argv = launch_command(2, ["train", "--out", "run"], port=4321)
+    assert argv[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+    args, _, _ = launch._validate_launch_command(launch.launch_command_parser().parse_args(argv[3:]))
+    assert (args.module, args.training_script) == (True, "rltf.cli")
+    assert args.training_script_args == ["train", "--out", "run"]
+    assert args.num_processes == 2  # what the user asked for, over the config's
+    return argv[3:], args
+
+
+def test_the_launcher_without_an_accelerate_config_starts_ranks_on_any_device(monkeypatch: pytest.MonkeyPatch,
+                                                                               tmp_path: Path) -> None:
+    flags, args = _as_accelerate_resolves(monkeypatch, tmp_path, None)
+    assert "--multi_gpu" in flags  # torchrun: CPU ranks as well as GPU ones
+    assert (args.multi_gpu, args.mixed_precision, args.main_process_port, args.num_machines) == (True, "no", 4321, 1)
+
+
+def test_the_launcher_keeps_the_users_accelerate_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fsdp = {"compute_environment": "LOCAL_MACHINE", "distributed_type": "FSDP", "num_processes": 8,
+            "mixed_precision": "bf16", "main_process_port": 29511, "num_machines": 1, "dynamo_config": {},
+            "fsdp_config": {"fsdp_version": 2, "fsdp_reshard_after_forward": False}}
+    flags, args = _as_accelerate_resolves(monkeypatch, tmp_path, fsdp)
+    assert not {"--multi_gpu", "--mixed_precision", "--main_process_port", "--dynamo_backend"} & set(flags)
+    assert (args.use_fsdp, args.multi_gpu, args.mixed_precision, args.main_process_port) == (True, False, "bf16", 29511)
+    assert str(args.fsdp_version) == "2"
+    # a single-process config (what `accelerate config` writes for one GPU) would start one rank: --multi_gpu
+    single = {"compute_environment": "LOCAL_MACHINE", "distributed_type": "NO", "mixed_precision": "fp16"}
+    flags, args = _as_accelerate_resolves(monkeypatch, tmp_path, single)
+    assert "--multi_gpu" in flags and "--mixed_precision" not in flags
+    assert (args.multi_gpu, args.mixed_precision, args.main_process_port) == (True, "fp16", 4321)
+
+
+def test_model_device_auto_trains_on_the_cpu_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config("tiny-smoke", OVERRIDES)
+    assert config.model.device == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ranks = Ranks(config)
+    assert (ranks.load_device, ranks.accelerator.device.type) == ("cpu", "cpu")
 
 
 def test_deepspeed_is_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

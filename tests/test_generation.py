@@ -214,12 +214,12 @@ def test_auto_prefers_llamacpp_then_ct2_then_hf(tiny: Policy, monkeypatch: pytes
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp now raises ImportError
     assert resolve_engine("auto", tiny) == "ct2"
     assert make_engine(tiny, EngineConfig(name="auto", workers=1)).label == "ct2/float32"
-    with pytest.raises(ValueError, match="pip install llama-cpp-python"):
+    with pytest.raises(ValueError, match=r"pip install 'rltf\[llamacpp\]'"):
         make_engine(tiny, EngineConfig(name="llamacpp"))
     monkeypatch.setitem(sys.modules, "ctranslate2", None)
     assert resolve_engine("auto", tiny) == "hf"
     assert make_engine(tiny, EngineConfig(name="auto")).name == "hf"
-    with pytest.raises(ValueError, match="pip install ctranslate2"):
+    with pytest.raises(ValueError, match=r"pip install 'rltf\[ct2\]'"):
         make_engine(tiny, EngineConfig(name="ct2"))
 
 

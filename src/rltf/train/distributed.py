@@ -4,8 +4,9 @@ Every rank holds the whole run state (problem order, buffer, RNGs, engine, judge
 judges a contiguous share of each step's problems and receives the others' rollouts, so the
 buffers stay identical; each rank trains on its share of the step's micro-batches and the
 gradients are averaged at the rank's last backward. This module holds what that takes and nothing
-of the loop: the launcher checks, the model wrapping (DDP, or FSDP2 with a whole copy kept for the
-engine and the checkpoints), the gradient-sync switch, the collectives and FSDP's state dicts.
+of the loop: the launch command and the launcher checks, the model wrapping (DDP, or FSDP2 with a
+whole copy kept for the engine and the checkpoints), the gradient-sync switch, the collectives and
+FSDP's state dicts.
 """
 
 from __future__ import annotations
@@ -14,14 +15,43 @@ import contextlib
 import copy
 import dataclasses
 import os
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from rltf.config import TrainConfig
-from rltf.models import Policy
+from rltf.models import Policy, resolve_device
+
+
+def launch_command(processes: int, argv: list[str], port: int) -> list[str]:
+    """``accelerate launch`` of ``processes`` ranks running ``python -m rltf.cli ARGV``.
+
+    accelerate takes what its command line leaves out from the user's config file (``accelerate
+    config`` writes it), so only what that file does not set is passed: ``--multi_gpu`` unless its
+    ``distributed_type`` starts the ranks itself (MULTI_GPU, FSDP, ...; NO and MULTI_CPU would start one
+    process: torchrun runs CPU ranks too, on gloo when ``model.device`` is cpu), a free rendezvous port
+    (``port``), and the values accelerate would otherwise default with a warning. ``--num_processes``
+    is always passed: it is what the user asked for.
+    """
+    from accelerate.commands.config.config_args import default_config_file
+
+    path = Path(default_config_file)
+    configured = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+    flags = ["--num_processes", str(processes)]
+    if configured.get("distributed_type", "NO") in ("NO", "MULTI_CPU"):
+        flags.append("--multi_gpu")
+    unless_configured = {"main_process_port": ["--main_process_port", str(port)],
+                         "num_machines": ["--num_machines", "1"], "mixed_precision": ["--mixed_precision", "no"],
+                         "dynamo_config": ["--dynamo_backend", "no"]}
+    for key, flag in unless_configured.items():
+        if configured.get(key) is None:
+            flags += flag
+    return [sys.executable, "-m", "accelerate.commands.launch", *flags, "-m", "rltf.cli", *argv]
 
 
 def launcher_fsdp(config: TrainConfig) -> TrainConfig:
@@ -49,7 +79,8 @@ class Ranks:
         from accelerate.utils import InitProcessGroupKwargs
 
         self.config = config
-        self.accelerator = Accelerator(cpu=config.model.device == "cpu", kwargs_handlers=[
+        self.device = resolve_device(config.model.device)
+        self.accelerator = Accelerator(cpu=self.device == "cpu", kwargs_handlers=[
             InitProcessGroupKwargs(timeout=timedelta(seconds=config.distributed.timeout_s))])
         kind = self.accelerator.distributed_type.value
         if kind not in ("NO", "MULTI_CPU", "MULTI_GPU", *(("FSDP",) if config.distributed.fsdp else ())):
@@ -67,8 +98,9 @@ class Ranks:
     def load_device(self) -> str:
         """Where the policy is loaded: a GPU per rank; under FSDP the CPU first (:meth:`wrap` copies it
         for the engine, then moves the learner)."""
-        device = self.config.model.device
-        return "cpu" if self.fsdp else device if device == "cpu" or self.count == 1 else str(self.accelerator.device)
+        if self.fsdp or self.device == "cpu":
+            return "cpu"
+        return self.device if self.count == 1 else str(self.accelerator.device)
 
     def wrap(self, policy: Policy) -> tuple[Policy, Any]:
         """What the engine serves and checkpoints save (the policy itself, or under FSDP a whole copy),
@@ -89,7 +121,7 @@ class Ranks:
 
         serving = dataclasses.replace(policy, model=copy.deepcopy(self.model).eval())
         serving.model.requires_grad_(False)
-        if self.config.model.device != "cpu":
+        if self.device != "cpu":
             self.model.to(self.accelerator.device)
         layers = set(getattr(self.model, "_no_split_modules", None) or ())
         reshard = self.config.distributed.reshard_after_forward
