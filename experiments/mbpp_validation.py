@@ -149,7 +149,7 @@ def run_learnable(out: Path, seed: int, samples: int, overrides: list[str]) -> d
     train(config, run_dir)
     rates = json.loads((run_dir / "pass_rates.json").read_text())["rates"]
     learnable = [p for p in load_problem_set(config.data.dataset, config.data.split, config.data.path, None)
-                 if 0 < rates[p.id] < 1]
+                 if 0 < rates.get(p.id, 0) < 1]  # rates: the run's problems (leaks and --set data.limit out)
     problems = out / "learnable-problems.jsonl"
     save_problems(learnable, problems)
     before = fresh_pass(out / "learnable-before", start, problems, config, samples)

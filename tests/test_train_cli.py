@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -24,6 +25,10 @@ def test_shipped_configs_load_and_the_default_is_embedded() -> None:
     assert paper.optim.warmup_steps == 500 and 2 * paper.optim.micro_batch * paper.optim.grad_accum == 32
     assert load_config("qwen-coder-mbpp").model.name.startswith("Qwen/")
     assert load_config("tiny-smoke").model.random_init is not None
+    assert load_config().feedback.baseline == "grpo"
+    published = load_config("rltf-paper")  # the default run with the paper's greedy baseline, nothing else
+    assert published.feedback.baseline == "greedy"
+    assert dataclasses.replace(published, feedback=load_config().feedback) == load_config()
 
 
 def test_named_configs_ship_in_the_wheel(tmp_path: Path) -> None:

@@ -312,7 +312,10 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    feedback: FeedbackConfig = field(default_factory=lambda: FeedbackConfig(baseline="grpo"))
+    """The paper's rewards (adaptive + fine-grained) with a group baseline: each program against the mean of
+    its problem's K samples, not against the greedy decode (the paper's, ``configs/rltf-paper.yaml``), which
+    pushed most programs down where greedy decoding beat sampling (docs: Training, "The defaults")."""
     engine: EngineConfig = field(default_factory=EngineConfig)
     judge: JudgeConfig = field(default_factory=lambda: JudgeConfig(workers=2))
     buffer: BufferConfig = field(default_factory=BufferConfig)
