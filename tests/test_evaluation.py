@@ -101,7 +101,7 @@ def _outcome(record: dict) -> tuple:
     return record["problem_id"], record["sample"], record["completion"], record["program"], v["status"], v["passed"]
 
 
-def test_eval_cli_end_to_end_and_resume(tmp_path: Path) -> None:
+def test_eval_cli_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = make_tiny_model(tmp_path / "tiny")
     out = tmp_path / "out"
     args = ["eval", "--model", str(model), "--dataset", "mbpp", "--limit", "3", "--n", "2", "--k", "1,2",
@@ -148,10 +148,13 @@ def test_eval_cli_end_to_end_and_resume(tmp_path: Path) -> None:
         rows = _lines(exported)
         assert [r["task_id"] for r in rows] == [("Mbpp/" if fmt == "evalplus" else "mbpp/") + r["problem_id"][5:]
                                                 for r in records]
-        rescored = tmp_path / f"rescored-{fmt}"
+        here = tmp_path / f"rescored-{fmt}"
+        here.mkdir()
+        monkeypatch.chdir(here)
         result = runner.invoke(app, ["eval", "--dataset", "mbpp", "--limit", "3", "--samples", str(exported),
-                                     "--k", "1,2", "--workers", "1", "--out", str(rescored)])
+                                     "--k", "1,2", "--workers", "1"])
         assert result.exit_code == 0, result.output
+        rescored = here / "runs" / "eval" / "mbpp-test"  # the default --out
         again = json.loads((rescored / "summary.json").read_text())
         assert again["pass_at_k"] == summary["pass_at_k"] and again["per_problem"] == summary["per_problem"]
         assert sorted(map(_outcome, _lines(rescored / "samples.jsonl"))) == sorted(map(_outcome, records))

@@ -317,7 +317,8 @@ def augment(
 
 @app.command("eval")
 def eval_command(
-    out: Path = typer.Option(..., "--out", help="Output directory (rerun with the same one to resume)."),
+    out: Path | None = typer.Option(None, "--out", help="Output directory (rerun with the same one to resume); "
+                                    "default runs/eval/DATASET-SPLIT."),
     model: str = typer.Option("smollm2-135m-instruct", help="Model directory, .gguf file or hub id; "
                               "default: the embedded SmolLM2-135M-Instruct."),
     dataset: str = typer.Option("mbpp", help="Benchmark name, or a canonical problems .jsonl(.gz) file."),
@@ -384,7 +385,7 @@ def eval_command(
     if split is None and dataset in DATASETS and "test" in DATASETS[dataset].splits:
         split = "test"  # MBPP's other splits are for prompting, tuning and training
     problems = _load(dataset, split, data, limit)
-    _output_dir(out)
+    out = _output_dir(out or Path("runs") / "eval" / f"{Path(dataset).name.split('.')[0]}-{split or 'all'}")
     judge_config = JudgeConfig(workers=workers, backend=judge_backend,  # type: ignore[arg-type]
                                ray_address=os.environ.get("RLTF_RAY_ADDRESS"),
                                isolation=isolation)  # type: ignore[arg-type]
