@@ -360,10 +360,11 @@ class Trainer:
             with self.ranks.grad_sync(self.learner, on=n == runs - 1):
                 if n >= len(batches):  # an idle rank's share of the collective: a forward that changes nothing
                     token = self.policy.tokenizer.eos_token_id or 0
-                    idle = [TrainItem([token], [token], [0.0])]
+                    idle = tensors([[((token,), [0])]], [TrainItem([token], [token], [0.0])], opt.max_seq_len, pad,
+                                   self.policy.is_encoder_decoder)
                     with self._autocast():
-                        logp = logprobs(self.learner, tensors([[((token,), [0])]], idle, opt.max_seq_len, pad,
-                                                              self.policy.is_encoder_decoder))
+                        logp = logprobs(self.learner, idle)
+                    self._start_logprobs(idle)  # the busy ranks' start-policy forward, when it runs the learner
                     (logp.sum() * 0.0).backward()
                     continue
                 batch = tensors(batches[n], items, opt.max_seq_len, pad, self.policy.is_encoder_decoder)
