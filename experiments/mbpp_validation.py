@@ -37,10 +37,11 @@ from typing import Any
 import numpy as np
 from learning_test import run_minutes, train
 
+from rltf._io import read_jsonl
 from rltf.ablation.stats import paired
 from rltf.config import load_config
 from rltf.datasets import load_problem_set
-from rltf.evaluation import SAMPLES, cut_at_limit, per_problem_pass
+from rltf.evaluation import SAMPLES, per_problem_pass
 from rltf.problems import save_problems
 from rltf.train import read_evals, read_metrics
 from rltf.train.checkpoint import CONFIG, EVAL_DIR, latest_checkpoint
@@ -157,14 +158,15 @@ def run_learnable(out: Path, seed: int, samples: int, overrides: list[str]) -> d
     ids = sorted(before)
     change = paired(np.array([after[p] for p in ids]), np.array([before[p] for p in ids]))
     last = read_evals(run_dir)[-1][0]
-    greedy = run_dir / EVAL_DIR / f"step-{last:06d}" / SAMPLES
+    greedy = read_jsonl(run_dir / EVAL_DIR / f"step-{last:06d}" / SAMPLES)
     return {
         "arm": arm, "estimator": "grpo", "importance": config.optim.importance, "seed": seed,
         "learnable_problems": len(ids), "learnable_samples": samples,
         "learnable_pass_before": float(np.mean([before[p] for p in ids])),
         "learnable_pass_after": float(np.mean([after[p] for p in ids])),
         "learnable_change_ci95": list(change.ci95), "learnable_gained": change.better,
-        "learnable_lost": change.worse, "validation_cut_at_limit": cut_at_limit(greedy) / len(per_problem_pass(greedy)),
+        "learnable_lost": change.worse,
+        "validation_cut_at_limit": sum(r["finish_reason"] == "length" for r in greedy) / len(greedy),
         **validation(run_dir), **train_programs(read_metrics(run_dir)),
     }
 

@@ -24,6 +24,8 @@ from rltf.prompts import Style
 # (tests/test_cli_errors.py checks they agree).
 JudgeBackend = Literal["local", "ray"]
 Isolation = Literal["auto", "namespaces", "rlimits"]
+ISOLATION_HELP = ("Namespaces where the OS allows them, else resource limits only with a warning; namespaces "
+                  "refuses to run without them.")
 EngineName = Literal["auto", "hf", "ct2", "llamacpp"]
 Preset = Literal["bigcode", "greedy"]
 Export = Literal["evalplus", "human-eval"]
@@ -171,8 +173,7 @@ def judge(
     backend: JudgeBackend = typer.Option("local", help="Sandbox servers here, or judge actors on Ray."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="With --backend ray: the cluster "
                                            "(auto), default a local Ray instance."),
-    isolation: Isolation = typer.Option("auto", help="Namespaces where the OS allows them, else resource limits "
-                                        "only with a warning; namespaces refuses to run without them."),
+    isolation: Isolation = typer.Option("auto", help=ISOLATION_HELP),
 ) -> None:
     """Run programs against unit tests in the sandbox and write typed verdicts."""
     from rltf.judge import JudgeConfig
@@ -347,8 +348,7 @@ def eval_command(
     timeout: float | None = typer.Option(None, help="Judge time limit per test in seconds (default: judge's)."),
     judge_backend: JudgeBackend = typer.Option("local", "--judge-backend", help="local, or ray: judge actors on "
                                                "a Ray cluster (RLTF_RAY_ADDRESS=auto joins this machine's)."),
-    isolation: Isolation = typer.Option("auto", help="Namespaces where the OS allows them, else resource limits "
-                                        "only with a warning; namespaces refuses to run without them."),
+    isolation: Isolation = typer.Option("auto", help=ISOLATION_HELP),
     batch_size: int = typer.Option(128, "--batch-size", help="Sequences per chunk (sampled, judged and saved "
                                    "together; the unit of resume)."),
     engine: EngineName = typer.Option("auto", help="Generation engine: auto (the fastest installed: llamacpp, "
