@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,31 +31,48 @@ from typing import Any
 import numpy as np
 from learning_test import result, train
 
-from rltf.ablation.stats import bootstrap_mean
+from rltf.ablation.stats import bootstrap_mean, sign_test
 from rltf.config import load_config
 from rltf.families import FAMILIES, load_family
 from rltf.problems import save_problems
 from rltf.train import read_evals
+from rltf.train.checkpoint import CHECKPOINTS, latest_checkpoint
 
 TARGET_RISE, TARGET_LEVEL, TARGET_MINUTES = 0.20, 0.85, 15.0
-RECIPES = {"default": ["optim.sl_weight=1", "optim.sl_micro_batch=4"], "rl-only": []}
+SL = ["optim.sl_weight=1", "optim.sl_micro_batch=4"]
+RECIPES = {"default": SL, "rl-only": [], "sl-only": [*SL, "optim.rl_weight=0", "rollout.enabled=false"]}
 """Overrides of ``learning-test.yaml`` per recipe. ``default``: 16 references a step (4 per RL micro-batch)
-beside the 64 sampled programs, at the default config's weights (1 and 1)."""
+beside the 64 sampled programs, at the default config's weights (1 and 1). ``sl-only``: the same 16
+references a step and nothing sampled, so ``default`` minus ``sl-only`` is what the RL term adds.
+``rl-after-sl`` / ``sl-after-sl``: RL alone / the same SL again, for the same steps, from the last
+checkpoint of the (family, seed)'s ``sl-only`` run in the same ``--out`` (:data:`WARM_STARTED`; ``--set``
+changes the second stage, not the warm start): does RL add once SL has taught the format, against
+continuing SL for the same steps?"""
+RECIPES |= {"rl-after-sl": RECIPES["rl-only"], "sl-after-sl": RECIPES["sl-only"]}
+WARM_STARTED = ("rl-after-sl", "sl-after-sl")
 
 
 def run_family(out: Path, recipe: str, family: str, estimator: str, seed: int,
                overrides: list[str]) -> dict[str, Any]:
     """One (recipe, family, estimator, seed) run, resumed if it exists; its result with per-problem numbers."""
-    where = out / recipe / family / f"{estimator}-seed{seed}"
+    labels = {"recipe": recipe, "family": family, "estimator": _estimator(recipe, estimator), "seed": seed}
+    start = []
+    if recipe in WARM_STARTED:
+        warm = run_family(out, "sl-only", family, estimator, seed, [])  # --set changes the second stage only
+        labels["minutes_warm_start"] = warm["minutes"]
+        start = [f"model.name={latest_checkpoint(out / 'sl-only' / family / f'none-seed{seed}' / 'run') / 'model'}"]
     config = load_config("learning-test", [
         f"data.dataset=family-{family}", "data.split=train", f"eval.dataset=family-{family}", "eval.split=heldout",
-        f"feedback.baseline={estimator}", f"seed={seed}", *RECIPES[recipe], *overrides])
-    return _finish(where, config, {"recipe": recipe, "family": family, "estimator": estimator, "seed": seed})
+        *_baseline(labels["estimator"]), f"seed={seed}", *RECIPES[recipe], *start, *overrides])
+    return _finish(out / recipe / family / f"{labels['estimator']}-seed{seed}", config, labels)
 
 
 def run_cross(out: Path, recipe: str, heldout: str, estimator: str, seed: int,
               overrides: list[str]) -> dict[str, Any]:
     """Train on the train splits of every family but ``heldout``; evaluate ``heldout``'s held-out split."""
+    if recipe in WARM_STARTED:
+        raise SystemExit(f"cross runs start from the embedded model: --recipe {recipe} is for run and all")
+    estimator = _estimator(recipe, estimator)
     where = out / recipe / f"cross-{heldout}" / f"{estimator}-seed{seed}"
     data = where / "train.jsonl.gz"
     if not data.is_file():
@@ -61,18 +80,32 @@ def run_cross(out: Path, recipe: str, heldout: str, estimator: str, seed: int,
         save_problems([p for name in FAMILIES if name != heldout for p in load_family(name, "train")], data)
     config = load_config("learning-test", [
         f"data.dataset={data}", f"eval.dataset=family-{heldout}", "eval.split=heldout",
-        f"feedback.baseline={estimator}", f"seed={seed}", *RECIPES[recipe], *overrides])
+        *_baseline(estimator), f"seed={seed}", *RECIPES[recipe], *overrides])
     return _finish(where, config, {"recipe": recipe, "family": f"cross-{heldout}", "estimator": estimator,
                                    "seed": seed})
 
 
+def _estimator(recipe: str, estimator: str) -> str:
+    return "none" if recipe in ("sl-only", "sl-after-sl") else estimator
+
+
+def _baseline(estimator: str) -> list[str]:
+    return [] if estimator == "none" else [f"feedback.baseline={estimator}"]
+
+
 def _finish(where: Path, config: Any, labels: dict[str, Any]) -> dict[str, Any]:
+    """Train (or resume) and write ``result.json``; a finished run is read back. Only ``sl-only`` runs
+    keep their checkpoint (the warm starts): 1.6 GB each would fill a disk over the whole suite."""
+    if (where / "result.json").is_file():
+        return json.loads((where / "result.json").read_text())
     train(config, where / "run")
     res = {**labels, **result(where / "run", labels["estimator"])}
     evals = read_evals(where / "run")
     first, last = evals[0][1]["per_problem"], evals[-1][1]["per_problem"]
     res["per_problem"] = {pid: [first[pid]["fraction"], last[pid]["fraction"]] for pid in last}
     (where / "result.json").write_text(json.dumps(res, indent=1) + "\n")
+    if labels["recipe"] != "sl-only":
+        shutil.rmtree(where / "run" / CHECKPOINTS, ignore_errors=True)
     return res
 
 
@@ -85,15 +118,15 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
     return {"recipe": res["recipe"], "family": res["family"], "estimator": res["estimator"], "seed": res["seed"],
             "before": before,
             "after": after, "change": after - before, "ci": [low, high], "better": int((change > 0).sum()),
-            "worse": int((change < 0).sum()), "minutes": res["minutes"],
-            "target_met": res["minutes"] <= TARGET_MINUTES and after >= before
+            "worse": int((change < 0).sum()), "minutes": res["minutes"] + res.get("minutes_warm_start", 0.0),
+            "target_met": res["minutes"] + res.get("minutes_warm_start", 0.0) <= TARGET_MINUTES and after >= before
             and (after - before >= TARGET_RISE or after >= TARGET_LEVEL)}
 
 
 def table(out: Path, results_dir: Path) -> None:
     # the recipe is the run's folder (<recipe>/<family>/<estimator>-seed<n>/result.json)
     results = [{**json.loads(p.read_text()), "recipe": p.parents[2].name} for p in out.glob("*/*/*/result.json")]
-    results.sort(key=lambda r: (r["recipe"] != "default", r["family"], r["estimator"], r["seed"]))
+    results.sort(key=lambda r: (list(RECIPES).index(r["recipe"]), r["family"], r["estimator"], r["seed"]))
     rows = [summarise(r) for r in results]
     if not rows:
         raise SystemExit(f"no finished runs under {out}")
@@ -106,9 +139,49 @@ def table(out: Path, results_dir: Path) -> None:
                      f"{100 * r['after']:.1f} % | {100 * r['change']:+.1f} ({100 * r['ci'][0]:+.1f}, "
                      f"{100 * r['ci'][1]:+.1f}) | {r['better']} / {r['worse']} | {r['minutes']:.1f} | "
                      f"{'met' if r['target_met'] else 'missed'} |")
+    lines += ["", *rl_term_table(results)]
     (results_dir / "suite.md").write_text("\n".join(lines) + "\n")
     plot(results, results_dir / "suite.png")
     print("\n".join(lines))
+
+
+RL_TERM_PAIRS = (("default", "sl-only"), ("rl-after-sl", "sl-after-sl"))
+"""(with the RL term, without it): recipes that differ only by the RL term, on the same references."""
+
+
+def rl_term_table(results: list[dict[str, Any]]) -> list[str]:
+    """What the RL term adds: held-out pass after, with it minus without it, paired by problem over the
+    seeds both recipes ran (per family, then all families' problems together), with the 95 % interval
+    over problems and the sign test. The RL runs are grpo's (the default estimator)."""
+    lines = ["| with RL term | without | family | seeds | after, with | after, without | difference (95 % CI) | "
+             "problems better / worse | sign test p |", "|---|---|---|---|---|---|---|---|---|"]
+    for treated, control in RL_TERM_PAIRS:
+        runs = {(r["recipe"], r["family"], r["seed"]): r["per_problem"] for r in results
+                if r["estimator"] in ("grpo", "none")}
+        cells = {}  # family -> per-seed (treated, control) after-pass matrices over the family's problems
+        for (recipe, family, seed), per_problem in sorted(runs.items()):
+            other = runs.get((control, family, seed))
+            if recipe == treated and other is not None:
+                ids = sorted(per_problem)
+                cells.setdefault(family, {})[seed] = (np.array([per_problem[i][1] for i in ids]),
+                                                      np.array([other[i][1] for i in ids]))
+        if not cells:
+            continue
+        seeds_everywhere = sorted(set.intersection(*(set(c) for c in cells.values())))
+        groups = [(family, c, sorted(c)) for family, c in sorted(cells.items())]
+        if len(cells) > 1 and seeds_everywhere:
+            groups.append(("all", {s: tuple(np.concatenate([c[s][k] for c in cells.values()]) for k in (0, 1))
+                                   for s in seeds_everywhere}, seeds_everywhere))
+        for family, by_seed, seeds in groups:
+            with_rl = np.stack([by_seed[s][0] for s in seeds])
+            without = np.stack([by_seed[s][1] for s in seeds])
+            diff = (with_rl - without).mean(axis=0)  # a problem's seeds travel together
+            low, high = bootstrap_mean(diff[None, :])
+            lines.append(f"| {treated} | {control} | {family} | {','.join(map(str, seeds))} | "
+                         f"{100 * with_rl.mean():.1f} % | {100 * without.mean():.1f} % | {100 * diff.mean():+.1f} "
+                         f"({100 * low:+.1f}, {100 * high:+.1f}) | {int((diff > 0).sum())} / {int((diff < 0).sum())} "
+                         f"| {sign_test(diff):.3g} |")
+    return lines
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -118,7 +191,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    recipes = sorted({r["recipe"] for r in results}, key=lambda r: r != "default")
+    recipes = sorted({r["recipe"] for r in results}, key=list(RECIPES).index)
     families = sorted({r["family"] for r in results})
     fig, axes = plt.subplots(len(recipes), len(families), figsize=(3.2 * len(families), 3.0 * len(recipes)),
                              squeeze=False)
@@ -160,12 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "cross":
         print(json.dumps(summarise(run_cross(args.out, args.recipe, args.heldout, args.estimator, args.seed,
                                              args.overrides))))
-    elif args.command == "all":
+    elif args.command == "all":  # one process per run: a long driver process grew to 14 GB and was killed
         for seed in map(int, args.seeds.split(",")):
             for estimator in args.estimators.split(","):
                 for family in FAMILIES:
-                    res = run_family(args.out, args.recipe, family, estimator, seed, args.overrides)
-                    print(json.dumps(summarise(res)), flush=True)
+                    subprocess.run([sys.executable, __file__, "run", "--recipe", args.recipe, "--family", family,
+                                    "--estimator", estimator, "--seed", str(seed), "--out", str(args.out),
+                                    "--results", str(args.results),
+                                    *(f"--set={o}" for o in args.overrides)], check=True)
     table(args.out, args.results)
     return 0
 
