@@ -1,21 +1,24 @@
-"""The learning suite: does the recipe learn on every family and every seed?
+"""The learning suite: does the recipe learn on every family and every seed, and is it the RL term that learns?
 
 The learning test (``learning_test.py``) on the families of :mod:`rltf.families`, which the recipe
-was not built on: from the embedded SmolLM2-135M-Instruct, ``rltf/configs/learning-test.yaml`` with
-the family's train split and its held-out split as the evaluation (8 samples per problem), under a
-recipe (:data:`RECIPES`): ``default``, the default config's loss (the RL term plus the supervised
-term on the train problems' references, as the paper trains), or ``rl-only``, the RL term alone.
-Each (recipe, family, estimator, seed) is one run; ``cross`` trains on every family but one and
-evaluates the one left out.
+was not built on: ``rltf/configs/learning-test.yaml`` with the family's train split and its held-out
+split as the evaluation (8 samples per problem), under a recipe (:data:`RECIPES`): ``default`` (the RL
+term plus the supervised term on the train problems' references, as the paper trains), ``sl-only``,
+``rl-only``, and from the ``sl-only`` run's checkpoint ``rl-after-sl``, ``rl-after-sl-dynamic`` and
+``sl-after-sl``. Each (recipe, family, estimator, seed) is one run; ``cross`` trains on every family
+but one and evaluates the one left out.
 
     python experiments/learning_suite.py run --family strings --estimator grpo --seed 0
+    python experiments/learning_suite.py run --recipe rl-after-sl --family strings --seed 1
     python experiments/learning_suite.py cross --heldout stdio --estimator grpo --seed 0
     python experiments/learning_suite.py all --recipe rl-only --estimators grpo,rloo,greedy --seeds 0,1,2
     python experiments/learning_suite.py table            # suite.{json,md,png} from the finished runs
 
-Runs live in ``--out/<recipe>`` (default ``runs/learning-suite``) and resume when repeated; ``table``
-writes its files to ``--results`` (default ``experiments/learning``). Target per (family, seed):
-held-out pass up by at least 20 points or at least 85 %, never below its start, in at most 15 minutes.
+Runs live in ``--out/<recipe>`` (default ``runs/learning-suite``), one process each, and resume when
+repeated; ``table`` writes its files to ``--results`` (default ``experiments/learning``): every run,
+held-out pass by family and recipe, and the recipes compared by problem (:data:`PAIRS`). Target per
+(family, seed): held-out pass up by at least 20 points or at least 85 %, never below its start, in at
+most 15 minutes.
 """
 
 from __future__ import annotations
@@ -32,11 +35,11 @@ import numpy as np
 from learning_test import result, train
 
 from rltf.ablation.stats import bootstrap_mean, sign_test
-from rltf.config import load_config
+from rltf.config import differing_keys, load_config
 from rltf.families import FAMILIES, load_family
 from rltf.problems import save_problems
 from rltf.train import read_evals
-from rltf.train.checkpoint import CHECKPOINTS, latest_checkpoint
+from rltf.train.checkpoint import CHECKPOINTS, CONFIG, latest_checkpoint
 
 TARGET_RISE, TARGET_LEVEL, TARGET_MINUTES = 0.20, 0.85, 15.0
 SL = ["optim.sl_weight=1", "optim.sl_micro_batch=4"]
@@ -47,9 +50,11 @@ references a step and nothing sampled, so ``default`` minus ``sl-only`` is what 
 ``rl-after-sl`` / ``sl-after-sl``: RL alone / the same SL again, for the same steps, from the last
 checkpoint of the (family, seed)'s ``sl-only`` run in the same ``--out`` (:data:`WARM_STARTED`; ``--set``
 changes the second stage, not the warm start): does RL add once SL has taught the format, against
-continuing SL for the same steps?"""
-RECIPES |= {"rl-after-sl": RECIPES["rl-only"], "sl-after-sl": RECIPES["sl-only"]}
-WARM_STARTED = ("rl-after-sl", "sl-after-sl")
+continuing SL for the same steps? ``rl-after-sl-dynamic``: ``rl-after-sl`` with ``rollout.dynamic_sampling``
+(groups whose samples all got one reward are replaced, up to 3 generate calls a step)."""
+RECIPES |= {"rl-after-sl": RECIPES["rl-only"], "rl-after-sl-dynamic": ["rollout.dynamic_sampling=true"],
+            "sl-after-sl": RECIPES["sl-only"]}
+WARM_STARTED = ("rl-after-sl", "rl-after-sl-dynamic", "sl-after-sl")
 
 
 def run_family(out: Path, recipe: str, family: str, estimator: str, seed: int,
@@ -97,6 +102,9 @@ def _finish(where: Path, config: Any, labels: dict[str, Any]) -> dict[str, Any]:
     """Train (or resume) and write ``result.json``; a finished run is read back. Only ``sl-only`` runs
     keep their checkpoint (the warm starts): 1.6 GB each would fill a disk over the whole suite."""
     if (where / "result.json").is_file():
+        differ = differing_keys(load_config(str(where / "run" / CONFIG)), config)
+        if differ:
+            raise SystemExit(f"{where} was run with other settings ({', '.join(differ)}); use another --out")
         return json.loads((where / "result.json").read_text())
     train(config, where / "run")
     res = {**labels, **result(where / "run", labels["estimator"])}
@@ -139,23 +147,41 @@ def table(out: Path, results_dir: Path) -> None:
                      f"{100 * r['after']:.1f} % | {100 * r['change']:+.1f} ({100 * r['ci'][0]:+.1f}, "
                      f"{100 * r['ci'][1]:+.1f}) | {r['better']} / {r['worse']} | {r['minutes']:.1f} | "
                      f"{'met' if r['target_met'] else 'missed'} |")
-    lines += ["", *rl_term_table(results)]
+    lines += ["", *pivot(rows), "", *paired_table(results)]
     (results_dir / "suite.md").write_text("\n".join(lines) + "\n")
     plot(results, results_dir / "suite.png")
     print("\n".join(lines))
 
 
-RL_TERM_PAIRS = (("default", "sl-only"), ("rl-after-sl", "sl-after-sl"))
-"""(with the RL term, without it): recipes that differ only by the RL term, on the same references."""
+def pivot(rows: list[dict[str, Any]]) -> list[str]:
+    """Held-out pass by family (rows) and recipe (columns), the mean over the seeds run (grpo's RL runs);
+    the first column is the embedded model's, before any training."""
+    rows = [r for r in rows if r["estimator"] in ("grpo", "none") and not r["family"].startswith("cross-")]
+    recipes = sorted({r["recipe"] for r in rows}, key=list(RECIPES).index)
+    lines = ["| family | embedded model | " + " | ".join(recipes) + " |", "|---|---|" + "---|" * len(recipes)]
+    for family in sorted({r["family"] for r in rows}):
+        cells = []
+        for recipe in recipes:
+            after = [r["after"] for r in rows if r["family"] == family and r["recipe"] == recipe]
+            cells.append(f"{100 * np.mean(after):.1f} % ({len(after)})" if after else "–")
+        start = [r["before"] for r in rows if r["family"] == family and r["recipe"] in ("default", "sl-only")]
+        lines.append(f"| {family} | {100 * np.mean(start):.1f} % | " + " | ".join(cells) + " |")
+    return lines
 
 
-def rl_term_table(results: list[dict[str, Any]]) -> list[str]:
-    """What the RL term adds: held-out pass after, with it minus without it, paired by problem over the
-    seeds both recipes ran (per family, then all families' problems together), with the 95 % interval
-    over problems and the sign test. The RL runs are grpo's (the default estimator)."""
-    lines = ["| with RL term | without | family | seeds | after, with | after, without | difference (95 % CI) | "
+PAIRS = (("default", "sl-only"), ("rl-after-sl", "sl-after-sl"), ("rl-after-sl-dynamic", "sl-after-sl"),
+         ("rl-after-sl-dynamic", "rl-after-sl"))
+"""(A, B) recipes compared by problem: what the RL term adds to SL (``default`` vs ``sl-only``), RL against
+the same steps of SL from one checkpoint, and what dynamic sampling changes."""
+
+
+def paired_table(results: list[dict[str, Any]]) -> list[str]:
+    """Each of :data:`PAIRS`: held-out pass after, A minus B, paired by problem over the seeds both recipes
+    ran (per family, then all families' problems together), with the 95 % interval over problems and
+    the sign test. The RL runs are grpo's (the default estimator)."""
+    lines = ["| A | B | family | seeds | after, A | after, B | A − B (95 % CI) | "
              "problems better / worse | sign test p |", "|---|---|---|---|---|---|---|---|---|"]
-    for treated, control in RL_TERM_PAIRS:
+    for treated, control in PAIRS:
         runs = {(r["recipe"], r["family"], r["seed"]): r["per_problem"] for r in results
                 if r["estimator"] in ("grpo", "none")}
         cells = {}  # family -> per-seed (treated, control) after-pass matrices over the family's problems
@@ -167,10 +193,11 @@ def rl_term_table(results: list[dict[str, Any]]) -> list[str]:
                                                       np.array([other[i][1] for i in ids]))
         if not cells:
             continue
-        seeds_everywhere = sorted(set.intersection(*(set(c) for c in cells.values())))
         groups = [(family, c, sorted(c)) for family, c in sorted(cells.items())]
-        if len(cells) > 1 and seeds_everywhere:
-            groups.append(("all", {s: tuple(np.concatenate([c[s][k] for c in cells.values()]) for k in (0, 1))
+        families = [c for family, c in cells.items() if not family.startswith("cross-")]  # held-out sets once
+        seeds_everywhere = sorted(set.intersection(*(set(c) for c in families))) if families else []
+        if len(families) > 1 and seeds_everywhere:
+            groups.append(("all", {s: tuple(np.concatenate([c[s][k] for c in families]) for k in (0, 1))
                                    for s in seeds_everywhere}, seeds_everywhere))
         for family, by_seed, seeds in groups:
             with_rl = np.stack([by_seed[s][0] for s in seeds])
