@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from learning_test import result, train
+from learning_test import check_settings, result, train
 
 from rltf.ablation.stats import bootstrap_mean, sign_test
-from rltf.config import differing_keys, load_config
+from rltf.config import load_config
 from rltf.families import FAMILIES, load_family
 from rltf.problems import save_problems
 from rltf.train import read_evals
-from rltf.train.checkpoint import CHECKPOINTS, CONFIG, latest_checkpoint
+from rltf.train.checkpoint import CHECKPOINTS, latest_checkpoint
 
 TARGET_RISE, TARGET_LEVEL, TARGET_MINUTES = 0.20, 0.85, 15.0
 SL = ["optim.sl_weight=1", "optim.sl_micro_batch=4"]
@@ -102,9 +102,7 @@ def _finish(where: Path, config: Any, labels: dict[str, Any]) -> dict[str, Any]:
     """Train (or resume) and write ``result.json``; a finished run is read back. Only ``sl-only`` runs
     keep their checkpoint (the warm starts): 1.6 GB each would fill a disk over the whole suite."""
     if (where / "result.json").is_file():
-        differ = differing_keys(load_config(str(where / "run" / CONFIG)), config)
-        if differ:
-            raise SystemExit(f"{where} was run with other settings ({', '.join(differ)}); use another --out")
+        check_settings(config, where / "run")
         return json.loads((where / "result.json").read_text())
     train(config, where / "run")
     res = {**labels, **result(where / "run", labels["estimator"])}
@@ -123,11 +121,12 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
     change = pairs[:, 1] - pairs[:, 0]
     low, high = bootstrap_mean(change[None, :])
     before, after = res["heldout_pass_before"], res["heldout_pass_after"]
+    minutes = res["minutes"] + res.get("minutes_warm_start", 0.0)
     return {"recipe": res["recipe"], "family": res["family"], "estimator": res["estimator"], "seed": res["seed"],
             "before": before,
             "after": after, "change": after - before, "ci": [low, high], "better": int((change > 0).sum()),
-            "worse": int((change < 0).sum()), "minutes": res["minutes"] + res.get("minutes_warm_start", 0.0),
-            "target_met": res["minutes"] + res.get("minutes_warm_start", 0.0) <= TARGET_MINUTES and after >= before
+            "worse": int((change < 0).sum()), "minutes": minutes,
+            "target_met": minutes <= TARGET_MINUTES and after >= before
             and (after - before >= TARGET_RISE or after >= TARGET_LEVEL)}
 
 
@@ -181,9 +180,9 @@ def paired_table(results: list[dict[str, Any]]) -> list[str]:
     the sign test. The RL runs are grpo's (the default estimator)."""
     lines = ["| A | B | family | seeds | after, A | after, B | A − B (95 % CI) | "
              "problems better / worse | sign test p |", "|---|---|---|---|---|---|---|---|---|"]
+    runs = {(r["recipe"], r["family"], r["seed"]): r["per_problem"] for r in results
+            if r["estimator"] in ("grpo", "none")}
     for treated, control in PAIRS:
-        runs = {(r["recipe"], r["family"], r["seed"]): r["per_problem"] for r in results
-                if r["estimator"] in ("grpo", "none")}
         cells = {}  # family -> per-seed (treated, control) after-pass matrices over the family's problems
         for (recipe, family, seed), per_problem in sorted(runs.items()):
             other = runs.get((control, family, seed))

@@ -37,12 +37,17 @@ def run_minutes(run_dir: Path) -> tuple[float, float, float]:
     return (train_s + eval_s) / 60, train_s / 60, eval_s / 60
 
 
-def train(config: TrainConfig, run_dir: Path) -> None:
-    """Run (or resume) ``config`` in ``run_dir``; a run started with other settings is an error."""
+def check_settings(config: TrainConfig, run_dir: Path) -> None:
+    """A run in ``run_dir`` started with settings other than ``config`` is an error."""
     if (run_dir / CONFIG).is_file():
         differ = differing_keys(load_config(str(run_dir / CONFIG)), config)
         if differ:
             raise SystemExit(f"{run_dir} was started with other settings ({', '.join(differ)}); use another --out")
+
+
+def train(config: TrainConfig, run_dir: Path) -> None:
+    """Run (or resume) ``config`` in ``run_dir``; a run started with other settings is an error."""
+    check_settings(config, run_dir)
     Trainer(config, run_dir, resume=True, evaluator=train_evaluator(config)).run()
 
 
