@@ -73,8 +73,8 @@ def _spec(tmp_path: Path, arms: dict[str, list[str]], **extra: object) -> Path:
     spec = {"base": "tiny-smoke", "overrides": ["data.limit=4"], "arms": arms, "seeds": [0], "steps": 2,
             "reference": next(iter(arms)),
             "eval": [{"dataset": "mbpp", "split": "validation", "limit": 45},  # mbpp/511..555
-                     {"dataset": "mbpp-plus", "split": "validation", "limit": 2,  # mbpp-plus/554, 555, 2 samples each
-                      "n": 2, "temperature": 0.1, "top_p": 0.95}],
+                     {"dataset": "mbpp-plus", "split": "validation", "limit": 2,  # mbpp-plus/554, 555, 10 samples each
+                      "n": 10, "temperature": 0.1, "top_p": 0.95}],
             "threads": 1, **extra}
     path = tmp_path / "spec.yaml"
     path.write_text(json.dumps(spec))  # JSON is YAML
@@ -142,7 +142,7 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
         assert load_config(str(out / arm / "seed-0" / CONFIG)).model.name == str(warm_model)
     rows = summary["rows"]
     assert [(r["arm"], r["dataset"]) for r in rows] == [
-        (arm, dataset) for dataset in ("mbpp-validation-first45", "mbpp-plus-validation-first2-t0.1-n2")
+        (arm, dataset) for dataset in ("mbpp-validation-first45", "mbpp-plus-validation-first2-t0.1-n10")
         for arm in ("warm-start", "coarse", "full")]
     # the warm start itself, scored once with the reference's settings: step 0, paired with the reference's seed
     warm_rows, rows = [r for r in rows if r["arm"] == "warm-start"], [r for r in rows if r["arm"] != "warm-start"]
@@ -164,11 +164,17 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
         run = arm_shift["per_run"]  # 2 steps x 2 problems, 2 programs each
         assert run["groups"] == 4 and 0 <= run["groups_with_pass"] <= run["passing_programs"] <= 8
     for row in rows:
-        size, n = (45, 1) if row["dataset"].startswith("mbpp-validation") else (2, 2)
+        size, n = (45, 1) if row["dataset"].startswith("mbpp-validation") else (2, 10)
         assert row["problems"] == size and sum(row["verdicts"].values()) == size * n
         assert 0 <= row["cut_at_limit"] <= size * n
         assert 0 <= row["pass@1"] <= 1 and row["ci95"][0] <= row["pass@1"] <= row["ci95"][1]
         assert row["compute_per_run"]["steps"] == 2 and row["compute_per_run"]["samples"] == 8  # 2 steps x 2 x 2
+        if n == 10:  # pass@10 beside pass@1 (from the same samples: at least pass@1), paired the same way
+            at10 = row["pass@10"]
+            assert row["pass@1"] <= at10["mean"] <= 1 and at10["ci95"][0] <= at10["mean"] <= at10["ci95"][1]
+            assert at10["vs_reference"]["problems"] == 2
+        else:
+            assert "pass@10" not in row
     assert rows[0]["vs_reference"]["diff"] == 0 and rows[0]["vs_reference"]["p_sign"] == 1.0
     # the primary comparison reaches the report on every target, clustered by problem, with its power
     primary = summary["primary"]
@@ -190,8 +196,9 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
     assert "| warm-start | mbpp-validation-first45 (45) |" in table
     headline = [line for line in table.splitlines() if line.startswith("| arm | seeds |")]  # one line per arm
     assert headline == ["| arm | seeds | mbpp-validation-first45 (45) | vs coarse (95 % CI) | "
-                        "mbpp-plus-validation-first2-t0.1-n2 (2) | vs coarse (95 % CI) |"]
+                        "mbpp-plus-validation-first2-t0.1-n10 (2) | vs coarse (95 % CI) |"]
     assert "| full − coarse | mbpp-validation-first45 |" in table  # the primary comparisons' table
+    assert "| full | mbpp-plus-validation-first2-t0.1-n10 (2) | " in table.split("pass@10 (unbiased")[1]
     arm_lines = ("| warm-start | 0 |", "| coarse | 0 |", "| full | 0 |")
     assert sum(line.startswith(arm_lines) for line in table.splitlines()) == 3
     assert "Training shift" in table and table.count(" → ") >= 12  # 6 moved quantities per arm
@@ -263,3 +270,30 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
                     overrides=["data.limit=4", "model.random_init=null", "log.tensorboard=false"])
     with pytest.raises(ConfigError, match=r"full/seed-0 was started with other settings \(optim.lr\)"):
         run_ablation(changed, out)
+
+
+def test_the_scaled_ablation_spends_what_its_spec_promises(tmp_path: Path) -> None:
+    """experiments/ablation-scaled: >= 2,560 programs sampled per run, each trained on once by the online
+    RL arms, one supervised budget for every arm, and the two primary comparisons named before it runs."""
+    from rltf.datasets import drop_mbpp_leaks, load_problem_set
+
+    spec = load_spec(Path(__file__).parents[1] / "experiments" / "ablation-scaled" / "spec.yaml")
+    assert spec.primary == [("full+sl", "sl-continued"), ("full+sl", "rft")] and spec.reference == "full+sl"
+    assert len(spec.seeds) >= 3 and spec.eval[0].name == "mbpp-test-t0.1-n5"
+    problems = len(drop_mbpp_leaks(load_problem_set("mbpp", "train", None, None)))
+    sampled, supervised = {}, set()
+    for arm in spec.arms:
+        config = spec.config(arm, 0, tmp_path)
+        rollout, opt = config.rollout, config.optim
+        assert config.data.drop_leaks and config.steps == 80
+        per_step = rollout.problems_per_step * rollout.samples_per_problem
+        sampled[arm] = 0 if not rollout.enabled else (
+            config.steps * per_step if rollout.online else problems * rollout.samples_per_problem)
+        supervised.add(config.steps * opt.sl_micro_batch * opt.grad_accum if opt.sl_weight else 0)
+        if opt.rl_weight and rollout.online:  # every program drawn once: a step draws as many as a step samples
+            assert config.buffer.mode == "refresh" and opt.micro_batch * opt.grad_accum == per_step
+    assert supervised == {640}
+    assert sampled["sl-continued"] == 0 and sampled["full+sl"] == sampled["rft"] == sampled["coarse+sl"] == 2560
+    assert sampled["full+sl-paper"] == 2560 and 2300 < sampled["full-offline+sl"] <= 2560
+    assert spec.config("rft", 0, tmp_path).optim.sl_source == "both"
+    assert spec.config("full+sl", 0, tmp_path).rollout.selection == "learnable"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rltf.buffer import OnlineBuffer, Sample
+from rltf.buffer import OnlineBuffer, PassingPool, Sample
 
 
 def sample(n: int, version: int = 0) -> Sample:
@@ -152,3 +152,20 @@ def test_refresh_mode_state_round_trip_continues_the_pass(tmp_path: Path) -> Non
     loaded = OnlineBuffer.load(tmp_path / "buffer.pt")
     assert loaded.mode == "refresh" and loaded.order == buffer.order
     assert [s.problem_id for s in loaded.sample(5)] == [s.problem_id for s in buffer.sample(5)]
+
+
+def test_passing_pool_keeps_passing_programs_once_per_problem() -> None:
+    def judged(problem: str, completion: tuple[int, ...], status: str) -> Sample:
+        return Sample(problem, (7, 8), completion, (0.0,) * len(completion), {"status": status}, 0.0, 0)
+
+    pool = PassingPool()
+    assert pool.add([judged("a", (1, 2), "pass"), judged("a", (1, 2), "pass"), judged("a", (1, 3), "fail"),
+                     judged("b", (1, 2), "pass"), judged("a", (4,), "runtime_error")]) == 2
+    # the same program for another problem is another item; a repeat in a later step is not
+    assert pool.add([judged("a", (1, 2), "pass"), judged("a", (5, 6, 7), "pass")]) == 1
+    assert pool.programs == [("a", (7, 8), (1, 2)), ("b", (7, 8), (1, 2)), ("a", (7, 8), (5, 6, 7))]
+    assert len(pool) == 3 and pool.problems() == 2
+    restored = PassingPool()
+    restored.load_state_dict(pool.state_dict())
+    assert restored.programs == pool.programs
+    assert restored.add([judged("b", (1, 2), "pass")]) == 0  # what it has seen survives the round trip

@@ -398,6 +398,8 @@ def test_groups_without_signal_are_counted_and_dropped_under_dynamic_sampling() 
         assert rollout.groups == 3 and rollout.groups_without_signal == 2
         assert len(rollout.samples) == kept and rollout.programs == 9  # the verdict mix still counts them all
         assert any(r for s in rollout.samples[-3:] for r in s.returns)
+        # the passing programs reach optim.sl_source's pool even when their group is dropped
+        assert [s.verdict["status"] for s in rollout.passing] == ["pass"] * 4
 
 
 def test_dynamic_sampling_draws_more_problems_up_to_max_rollouts(tmp_path: Path, tiny_config) -> None:
@@ -438,3 +440,49 @@ def test_kl_to_the_start_policy_starts_at_zero_grows_and_survives_a_resume(tmp_p
             assert (a["kl_start"] is None) == (b["kl_start"] is None)
             if a["kl_start"] is not None:
                 assert a["kl_start"] == pytest.approx(b["kl_start"], rel=1e-3, abs=1e-7)
+
+
+def test_rejection_sampling_trains_on_passing_programs_alone_within_the_budget(tmp_path: Path, tiny_config,
+                                                                               model_weights) -> None:
+    from rltf.buffer import Sample
+    from rltf.config import ConfigError
+
+    with pytest.raises(ConfigError, match="sl_source"):
+        tiny_config("optim.sl_source=passing", "optim.rl_weight=0", "rollout.enabled=false")
+    config = tiny_config("steps=2", "optim.rl_weight=0", "optim.sl_source=passing", "optim.sl_micro_batch=3",
+                         "eval.at_end=false", "checkpoint.every=1", "log.learner_batches=true")
+    # a random model passes nothing: the pool is empty, no step trains and the weights stay the start's
+    empty = Trainer(config, tmp_path / "empty", show_progress=False)
+    assert empty.run(stop_at=1) == 1
+    record = read_metrics(tmp_path / "empty")[0]
+    assert record["sl_passing_new"] == 0 and record["train_references"] == 0 and record["loss_sl"] is None
+    start, after = (model_weights(tmp_path / "empty" / p) for p in ("init-model", "checkpoints/step-000001/model"))
+    assert all(torch.equal(start[k], after[k]) for k in start)
+
+    trainer = Trainer(config, tmp_path / "rft", show_progress=False)
+    first, second = trainer.problems[:2]
+    prompt = lambda problem: tuple(trainer.prompts(problem)[1])  # noqa: E731
+    trainer.passing.add([Sample(first.id, prompt(first), (11, 12, 13), (0.0,) * 3, {"status": "pass"}, 1.0, 0),
+                         Sample(first.id, prompt(first), (11, 12, 13), (0.0,) * 3, {"status": "pass"}, 1.0, 0),
+                         Sample(second.id, prompt(second), (21, 22), (0.0,) * 2, {"status": "pass"}, 1.0, 0),
+                         Sample(second.id, prompt(second), (31, 32), (0.0,) * 2, {"status": "fail"}, -0.3, 0)])
+    assert trainer.run(stop_at=1) == 1
+    record = read_metrics(tmp_path / "rft")[0]
+    assert record["train_references"] == 6 and record["sl_passing_drawn"] == 6  # 3 a micro-batch x grad_accum 2
+    assert record["sl_passing_pool"] == 2 and record["sl_passing_problems"] == 2 and record["loss_sl"] > 0
+    step = json.loads((tmp_path / "rft" / "learner_batches.jsonl").read_text().splitlines()[0])
+    targets = [(tuple(it["prompt_ids"]), tuple(it["target_ids"])) for items in step["sl"] for it in items]
+    assert set(targets) <= {(prompt(first), (11, 12, 13)), (prompt(second), (21, 22))} and len(targets) == 6
+    resumed = Trainer(config, tmp_path / "rft", resume=True, show_progress=False)
+    assert resumed.passing.programs == trainer.passing.programs
+
+    # ``both``: uniform over the references and the pool; ``references`` ignores the pool, draw for draw
+    trainer.config.optim.sl_source = "both"
+    items, passing = trainer._sl_items(800)
+    assert len(items) == 800 and abs(passing / 800 - 2 / (len(trainer.references) + 2)) < 0.05
+    trainer.config.optim.sl_source = "references"
+    state = trainer.sl_rng.getstate()
+    with_pool = trainer._sl_items(20)
+    trainer.sl_rng.setstate(state)
+    trainer.passing.programs = []
+    assert trainer._sl_items(20) == with_pool and with_pool[1] == 0

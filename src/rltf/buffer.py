@@ -71,6 +71,43 @@ class Sample:
                    state["step_added"], tuple(state["logprobs"].tolist()) if "logprobs" in state else ())
 
 
+class PassingPool:
+    """Every program the run sampled that passed its tests, once per problem: what rejection-sampling
+    fine-tuning (expert iteration) trains on (``optim.sl_source``). It only grows, as RFT's training set
+    does across iterations; a program is a repeat when its problem and completion token ids match."""
+
+    def __init__(self) -> None:
+        self.programs: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
+        """(problem id, prompt ids, completion ids), in the order they were first sampled."""
+        self._seen: set[tuple[str, tuple[int, ...]]] = set()
+
+    def __len__(self) -> int:
+        return len(self.programs)
+
+    def add(self, samples: Iterable[Sample]) -> int:
+        """Keep the passing ones not seen before; returns how many were new."""
+        before = len(self.programs)
+        for s in samples:
+            key = (s.problem_id, s.completion_ids)
+            if s.verdict.get("status") == "pass" and key not in self._seen:
+                self._seen.add(key)
+                self.programs.append((s.problem_id, s.prompt_ids, s.completion_ids))
+        return len(self.programs) - before
+
+    def problems(self) -> int:
+        """How many problems have at least one program in the pool."""
+        return len({problem_id for problem_id, _, _ in self.programs})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"programs": [[problem_id, list(prompt), list(completion)]
+                             for problem_id, prompt, completion in self.programs]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.programs = [(problem_id, tuple(prompt), tuple(completion))
+                         for problem_id, prompt, completion in state["programs"]]
+        self._seen = {(problem_id, completion) for problem_id, _, completion in self.programs}
+
+
 Mode = Literal["refresh", "window"]
 
 

@@ -172,6 +172,12 @@ class OptimConfig:
     """Weight of the RL (policy-gradient) term; 0 trains the supervised term alone."""
     sl_weight: float = 1.0
     """Weight of the supervised term on reference solutions, as the paper's trainer adds; 0: RL alone."""
+    sl_source: Literal["references", "passing", "both"] = "references"
+    """What the supervised term trains on: the problems' reference solutions (the paper's), the programs
+    the policy sampled that passed, each once per problem (rejection-sampling fine-tuning, expert
+    iteration: with ``rl_weight: 0`` the RFT baseline), or uniform draws from both together. Every
+    source draws as many sequences a step (``sl_micro_batch`` x ``grad_accum``); until a program
+    has passed, ``passing`` has nothing to draw and the step trains the RL term alone."""
     max_seq_len: int = 768
     """The longest prompt + completion the learner trains on; prompts are cut to leave room for
     ``rollout.max_new_tokens``."""
@@ -346,6 +352,9 @@ class TrainConfig:
                               "(supervised fine-tuning, as rltf sft does)")
         if not (self.optim.rl_weight or self.optim.sl_weight):
             raise ConfigError("optim.rl_weight and optim.sl_weight are both 0: nothing to train")
+        if self.optim.sl_source != "references" and not (self.rollout.enabled and self.optim.sl_weight):
+            raise ConfigError(f"optim.sl_source={self.optim.sl_source} trains on sampled programs that passed: it "
+                              "needs rollout.enabled=true and optim.sl_weight > 0")
         if self.feedback.adaptive and self.judge.stop_on_first_failure:
             raise ConfigError("feedback.adaptive needs every test's result (its pass ratio): "
                               "set judge.stop_on_first_failure=false or feedback.adaptive=false")

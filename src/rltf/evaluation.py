@@ -165,10 +165,11 @@ def _check_settings(out: Path, settings: EvalSettings) -> None:
         path.write_text(json.dumps(wanted, indent=2) + "\n")
 
 
-def per_problem_pass(samples: str | Path) -> dict[str, float]:
+def per_problem_pass(samples: str | Path, k: int = 1) -> dict[str, float]:
     """Each problem's share of passing programs in a ``samples.jsonl`` (0 or 1 when greedy): the unit
-    paired comparisons resample."""
-    return {pid: c / n for pid, (n, c) in _pass_counts(read_jsonl(Path(samples))).items()}
+    paired comparisons resample; with ``k`` > 1 its unbiased pass@k (:func:`pass_at_k`) instead."""
+    counts = _pass_counts(read_jsonl(Path(samples)))
+    return {pid: c / n if k == 1 else pass_at_k(n, c, k) for pid, (n, c) in counts.items()}
 
 
 def _pass_counts(records: Iterable[dict[str, Any]]) -> dict[str, tuple[int, int]]:

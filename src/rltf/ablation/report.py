@@ -89,6 +89,13 @@ def summarize(spec: AblationSpec, out: Path) -> dict[str, Any]:
             })
         for row in rows[-len(scored):]:
             row["vs_reference"]["p_holm"] = holm(secondary).get(row["arm"])
+        if target.n >= 10:  # pass@10 beside pass@1, paired by problem the same way (secondary)
+            scores = {(arm, seed): per_problem_pass(run_dir(out, arm, seed) / EVAL_DIR / target.name / SAMPLES, 10)
+                      for arm, seeds in scored.items() for seed in seeds}
+            for row in rows[-len(scored):]:
+                at10 = _matrix(scores, row["arm"], scored[row["arm"]], problems)
+                row["pass@10"] = {"mean": float(at10.mean()), "ci95": list(bootstrap_mean(at10)),
+                                  "vs_reference": _versus(scores, scored, row["arm"], spec.reference, problems)}
     curves = {arm: _reward_curve(out, arm, seeds) for arm, seeds in seeds_of.items()}
     finished = len(finished_runs(spec, out))
     return {"reference": spec.reference, "seeds": spec.seeds, "steps": spec.steps, "bootstrap_seed": BOOTSTRAP_SEED,
@@ -249,6 +256,19 @@ def markdown(summary: dict[str, Any]) -> str:
                      f"{p_value} | {adjusted} | {counts} | {shown} | {cut} | "
                      f"{spent['samples']:.0f} | {spent['gen_tokens']:.0f} | {spent['train_tokens']:.0f} | "
                      f"{spent['steps']:.0f} | {spent['wall_s'] / 60:.1f} |")
+    at10 = [row for row in summary["rows"] if "pass@10" in row]
+    if at10:
+        lines += ["", "pass@10 (unbiased, from the target's samples; secondary), paired by problem as above:", "",
+                  "| arm | eval | pass@10 (95 % CI) | vs reference (95 % CI) | p | better / worse |",
+                  "|---|---|---|---|---|---|"]
+        for row in at10:
+            k, vs = row["pass@10"], row["pass@10"]["vs_reference"]
+            is_ref = row["arm"] == ref
+            lines.append(f"| {row['arm']} | {row['dataset']} ({row['problems']}) | {_pct(k['mean'])} "
+                         f"({_pct(k['ci95'][0])}, {_pct(k['ci95'][1])}) | "
+                         f"{'–' if is_ref else _points(vs['diff'], vs['ci95'])} | "
+                         f"{'–' if is_ref else format(vs['p_sign'], '.3g')} | "
+                         f"{'–' if is_ref else str(vs['better']) + ' / ' + str(vs['worse'])} |")
     if summary.get("mbpp_plus_gap"):
         lines += ["", "Reward hacking: MBPP's own asserts (the train reward's kind) against MBPP+'s stronger tests on "
                   "the same tasks; a gap that grows with the train pass rate is programs fitted to the asserts.", "",

@@ -63,6 +63,9 @@ class Rollout:
     static_findings: Counter[str] = field(default_factory=Counter)
     program_records: list[dict[str, Any]] = field(default_factory=list)
     """Every judged program (greedy baselines too) with its verdict: the ``samples.jsonl`` lines."""
+    passing: list[Sample] = field(default_factory=list)
+    """The samples that passed, those of groups dynamic sampling dropped too: rejection sampling's data
+    (``optim.sl_source``)."""
 
     @property
     def groups_with_signal(self) -> int:
@@ -125,6 +128,7 @@ def score(sampled: Sampled, prompt_ids: Sequence[Sequence[int]], feedback: Feedb
         samples, advantages = _score_group(group, tuple(prompt), feedback, step, rollout, max_new_tokens)
         rollout.groups += 1
         rollout.groups_with_pass += any(j.verdict.status == "pass" for j in group.samples)
+        rollout.passing += [sample for sample in samples if sample.verdict["status"] == "pass"]
         rewards = {sample.reward for sample in samples}
         rollout.groups_zero_std += len(rewards) <= 1
         flat = feedback.baseline in ("rloo", "grpo") and not any(advantages)

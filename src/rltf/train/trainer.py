@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rltf.buffer import OnlineBuffer, Sample
+from rltf.buffer import OnlineBuffer, PassingPool, Sample
 from rltf.config import TrainConfig, save_config
 from rltf.datasets import drop_mbpp_leaks, load_problem_set
 from rltf.generation import Engine, make_engine
@@ -136,6 +136,7 @@ class Trainer:
                 len(self.problems), stable_seed(config.seed, "problems"), config.rollout.selection_floor,
                 config.rollout.selection_decay)
         self.sl_rng = random.Random(stable_seed(config.seed, "sl"))
+        self.passing = PassingPool()
         self.step = 0
         self.offline_done = False
         self.prompts = PromptCache(self.policy)
@@ -215,8 +216,10 @@ class Trainer:
         record.update(rollout.metrics())
         record.update(self._fresh_check(rollout.samples))
 
-        # 3. buffer: staged now, taken in every update_freq steps (the paper's online buffer)
+        # 3. buffer: staged now, taken in every update_freq steps (the paper's online buffer); the
+        # passing programs also join the run's pool of them (optim.sl_source)
         self.buffer.stage(rollout.samples)
+        record["sl_passing_new"] = self.passing.add(rollout.passing)
         added = dropped = 0
         if self.step % cfg.buffer.update_freq == 0 or not self.buffer:
             added, dropped = self.buffer.refresh(self.step)
@@ -224,15 +227,17 @@ class Trainer:
         record.update({"buffer_size": len(self.buffer), "buffer_pending": len(self.buffer.pending),
                        "buffer_added": added, "buffer_dropped": dropped, "buffer_dropped_stale": stale})
 
-        # 4. loss: RL micro-batches from the buffer and SL micro-batches of references, each micro-batch's
+        # 4. loss: RL micro-batches from the buffer and SL micro-batches (optim.sl_source), each micro-batch's
         # normaliser folded into its sequences' scales, this rank's share run packed, forward and backward
         learner_started = time.perf_counter()
         self.learner.train()
         self.optimizer.zero_grad(set_to_none=True)
         pairs = opt.grad_accum * self.ranks.count
         drawn = [self.buffer.sample(opt.micro_batch) if opt.rl_weight else [] for _ in range(pairs)]
-        references = [self._references(opt.sl_micro_batch or opt.micro_batch) if opt.sl_weight else []
+        supervised = [self._sl_items(opt.sl_micro_batch or opt.micro_batch) if opt.sl_weight else ([], 0)
                       for _ in range(pairs)]
+        references = [items for items, _ in supervised]
+        record["sl_passing_drawn"] = sum(passing for _, passing in supervised)
         if cfg.log.learner_batches and self.is_main:
             append_learner_batches(self.run_dir, self.step + 1, dataclasses.asdict(opt), drawn, references)
         mine = range(self.ranks.index * opt.grad_accum, (self.ranks.index + 1) * opt.grad_accum)
@@ -257,6 +262,7 @@ class Trainer:
         record.update(self._learner_metrics(self.ranks.gather(part), drawn, references, grad_norm,
                                             time.perf_counter() - learner_started))
         record.update(self.buffer.usage())
+        record.update({"sl_passing_pool": len(self.passing), "sl_passing_problems": self.passing.problems()})
 
         # 6. sync: the engine samples the next step with the new weights
         engine = actor.engine
@@ -328,18 +334,29 @@ class Trainer:
                 pass_rate_summary(self.problems, self.sampler.rates, cache, time.perf_counter() - started),
                 indent=1) + "\n")
 
-    def _references(self, n: int) -> list[TrainItem]:
-        """``n`` uniformly random reference solutions of training problems (any problem, any solution)."""
-        items = []
+    def _sl_items(self, n: int) -> tuple[list[TrainItem], int]:
+        """``n`` uniform draws from ``optim.sl_source``'s sequences: reference solutions of training
+        problems (any problem, any solution), passing programs from the run's pool, or both together
+        (none while the source is empty); and how many of them were passing programs."""
+        source = self.config.optim.sl_source
+        references = self.references if source != "passing" else []
+        passing = self.passing.programs if source != "references" else []
+        items, drawn_passing = [], 0
         eos = self.policy.tokenizer.eos_token_id
-        for _ in range(n if self.references else 0):
-            index, solution = self.sl_rng.choice(self.references)
+        for _ in range(n if references or passing else 0):
+            k = self.sl_rng.randrange(len(references) + len(passing))
+            if k >= len(references):  # a sampled program: its own tokens, as the engine produced them
+                _, prompt_ids, completion_ids = passing[k - len(references)]
+                items.append(TrainItem(prompt_ids, completion_ids, [1.0] * len(completion_ids)))
+                drawn_passing += 1
+                continue
+            index, solution = references[k]
             problem = self.problems[index]
             prompt, prompt_ids = self.prompts(problem)
             target = self.policy.tokenizer(prompt.answer(problem.solutions[solution]),
                                            add_special_tokens=False).input_ids + ([eos] if eos is not None else [])
             items.append(TrainItem(prompt_ids, target, [1.0] * len(target)))
-        return items
+        return items, drawn_passing
 
     def _kept(self, sample: Sample) -> int:
         return kept_target_tokens(len(sample.prompt_ids), len(sample.completion_ids), self.config.optim.max_seq_len,
@@ -447,7 +464,9 @@ class Trainer:
         problems = self.sampler.draw(len(self.problems))
         for start in range(0, len(problems), per_call):
             batch = [self.problems[i] for i in problems[start : start + per_call]]
-            self.buffer.stage(self._sample_and_score(actor, batch, step=0).samples)
+            rollout = self._sample_and_score(actor, batch, step=0)
+            self.buffer.stage(rollout.samples)
+            self.passing.add(rollout.passing)
         self.buffer.refresh(0)
         self.offline_done = True
 
@@ -468,8 +487,8 @@ class Trainer:
         if not self.is_main:
             return None
         state = {"step": self.step, "offline_done": self.offline_done, "sampler": self.sampler.state_dict(),
-                 "sl_rng": self.sl_rng.getstate(), "record": json.dumps(record), "processes": self.ranks.count,
-                 "fsdp": self.ranks.fsdp}
+                 "sl_rng": self.sl_rng.getstate(), "passing": self.passing.state_dict(), "record": json.dumps(record),
+                 "processes": self.ranks.count, "fsdp": self.ranks.fsdp}
         return save(self.run_dir / CHECKPOINTS, self.step, self.config.checkpoint.keep, self.serving, optimizer_state,
                     self.scheduler, self.buffer, state)
 
@@ -488,6 +507,8 @@ class Trainer:
         self.step, self.offline_done = state["step"], state["offline_done"]
         self.sampler.load_state_dict(state["sampler"])
         restore_random(self.sl_rng, state["sl_rng"])
+        if "passing" in state:  # checkpoints from before the pool: it starts empty
+            self.passing.load_state_dict(state["passing"])
         self._checkpoint_record = json.loads(state["record"])
 
     def _truncate_metrics(self) -> None:
