@@ -4,9 +4,9 @@ The learning test (``learning_test.py``) on the families of :mod:`rltf.families`
 was not built on: ``rltf/configs/learning-test.yaml`` with the family's train split and its held-out
 split as the evaluation (8 samples per problem), under a recipe (:data:`RECIPES`): ``default`` (the RL
 term plus the supervised term on the train problems' references, as the paper trains), ``sl-only``,
-``rl-only``, and from the ``sl-only`` run's checkpoint ``rl-after-sl``, ``rl-after-sl-dynamic`` and
-``sl-after-sl``. Each (recipe, family, estimator, seed) is one run; ``cross`` trains on every family
-but one and evaluates the one left out.
+``rl-only``, and from the ``sl-only`` run's checkpoint ``rl-after-sl``, ``rl-after-sl-dynamic``,
+``sl-after-sl`` and ``rft-after-sl``. Each (recipe, family, estimator, seed) is one run; ``cross`` trains
+on every family but one and evaluates the one left out.
 
     python experiments/learning_suite.py run --family strings --estimator grpo --seed 0
     python experiments/learning_suite.py run --recipe rl-after-sl --family strings --seed 1
@@ -51,10 +51,14 @@ references a step and nothing sampled, so ``default`` minus ``sl-only`` is what 
 checkpoint of the (family, seed)'s ``sl-only`` run in the same ``--out`` (:data:`WARM_STARTED`; ``--set``
 changes the second stage, not the warm start): does RL add once SL has taught the format, against
 continuing SL for the same steps? ``rl-after-sl-dynamic``: ``rl-after-sl`` with ``rollout.dynamic_sampling``
-(groups whose samples all got one reward are replaced, up to 3 generate calls a step)."""
+(groups whose samples all got one reward are replaced, up to 3 generate calls a step). ``rft-after-sl``:
+rejection-sampling fine-tuning from the same checkpoint, the baseline a user would try before RL: the same
+sampling as ``rl-after-sl``, no RL term, and 16 sequences a step (``sl-after-sl``'s count) drawn from the
+programs that passed so far, each once per problem (``optim.sl_source=passing``)."""
 RECIPES |= {"rl-after-sl": RECIPES["rl-only"], "rl-after-sl-dynamic": ["rollout.dynamic_sampling=true"],
-            "sl-after-sl": RECIPES["sl-only"]}
-WARM_STARTED = ("rl-after-sl", "rl-after-sl-dynamic", "sl-after-sl")
+            "sl-after-sl": RECIPES["sl-only"],
+            "rft-after-sl": [*SL, "optim.rl_weight=0", "optim.sl_source=passing"]}
+WARM_STARTED = ("rl-after-sl", "rl-after-sl-dynamic", "sl-after-sl", "rft-after-sl")
 
 
 def run_family(out: Path, recipe: str, family: str, estimator: str, seed: int,
@@ -91,7 +95,7 @@ def run_cross(out: Path, recipe: str, heldout: str, estimator: str, seed: int,
 
 
 def _estimator(recipe: str, estimator: str) -> str:
-    return "none" if recipe in ("sl-only", "sl-after-sl") else estimator
+    return "none" if recipe in ("sl-only", "sl-after-sl", "rft-after-sl") else estimator
 
 
 def _baseline(estimator: str) -> list[str]:
@@ -169,9 +173,11 @@ def pivot(rows: list[dict[str, Any]]) -> list[str]:
 
 
 PAIRS = (("default", "sl-only"), ("rl-after-sl", "sl-after-sl"), ("rl-after-sl-dynamic", "sl-after-sl"),
-         ("rl-after-sl-dynamic", "rl-after-sl"))
+         ("rl-after-sl-dynamic", "rl-after-sl"), ("rl-after-sl", "rft-after-sl"),
+         ("rl-after-sl-dynamic", "rft-after-sl"), ("rft-after-sl", "sl-after-sl"))
 """(A, B) recipes compared by problem: what the RL term adds to SL (``default`` vs ``sl-only``), RL against
-the same steps of SL from one checkpoint, and what dynamic sampling changes."""
+the same steps of SL and against rejection-sampling fine-tuning from one checkpoint, and what dynamic
+sampling changes."""
 
 
 def paired_table(results: list[dict[str, Any]]) -> list[str]:

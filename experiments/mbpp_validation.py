@@ -159,6 +159,7 @@ def run_learnable(out: Path, seed: int, samples: int, overrides: list[str]) -> d
     change = paired(np.array([after[p] for p in ids]), np.array([before[p] for p in ids]))
     last = read_evals(run_dir)[-1][0]
     greedy = read_jsonl(run_dir / EVAL_DIR / f"step-{last:06d}" / SAMPLES)
+    records = read_metrics(run_dir)
     return {
         "arm": arm, "estimator": "grpo", "importance": config.optim.importance, "seed": seed,
         "learnable_problems": len(ids), "learnable_samples": samples,
@@ -167,7 +168,12 @@ def run_learnable(out: Path, seed: int, samples: int, overrides: list[str]) -> d
         "learnable_change_ci95": list(change.ci95), "learnable_gained": change.better,
         "learnable_lost": change.worse,
         "validation_cut_at_limit": sum(r["finish_reason"] == "length" for r in greedy) / len(greedy),
-        **validation(run_dir), **train_programs(read_metrics(run_dir)),
+        "minutes_training": run_minutes(run_dir)[1],
+        "prepass_minutes": json.loads((run_dir / "pass_rates.json").read_text())["seconds"] / 60,
+        **validation(run_dir), **train_programs(records),
+        "train_curve": [{key: r.get(key) for key in ("step", "sample_pass_rate", "reward_mean", "groups_with_pass",
+                                                      "completion_truncated_frac", "entropy", "grad_norm")}
+                        for r in records],
     }
 
 
@@ -196,6 +202,23 @@ def table(results: list[dict[str, Any]]) -> str:
                      f"| {100 * change:+.1f} ({100 * low:+.1f}, {100 * high:+.1f}) | "
                      f"{res['validation_gained']} / {res['validation_lost']} | {train_pass} | {shift} | "
                      f"{res['minutes']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def learnable_table(results: list[dict[str, Any]]) -> str:
+    """Markdown of the learnable-set runs: fresh sampled pass on the learnable problems before and after,
+    paired by problem, beside validation pass@1 and the greedy validation programs the token limit cut."""
+    lines = ["| run | learnable problems | sampled pass before → after | change (95 % CI) | gained / lost | "
+             "validation pass@1 before → after | validation cut at limit | training minutes | pre-pass minutes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for res in (r for r in results if "learnable_problems" in r):
+        low, high = res["learnable_change_ci95"]
+        change = res["learnable_pass_after"] - res["learnable_pass_before"]
+        lines.append(f"| {res['arm']} | {res['learnable_problems']} | {pct(res['learnable_pass_before'])} → "
+                     f"{pct(res['learnable_pass_after'])} | {100 * change:+.1f} ({100 * low:+.1f}, {100 * high:+.1f}) "
+                     f"| {res['learnable_gained']} / {res['learnable_lost']} | {pct(res['validation_pass_before'])} → "
+                     f"{pct(res['validation_pass_after'])} | {pct(res['validation_cut_at_limit'])} % | "
+                     f"{res['minutes_training']:.1f} | {res['prepass_minutes']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -236,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.stage == "table":
         results = finished(args.out)
-        text = table(results)
+        text = table(results) + "\n" + learnable_table(results)
         (args.out / "results.md").write_text(text)
         plot(results, args.out / "curves.png")
         print(text)
