@@ -167,6 +167,7 @@ def run_learnable(out: Path, seed: int, samples: int, overrides: list[str]) -> d
         "learnable_pass_after": float(np.mean([after[p] for p in ids])),
         "learnable_change_ci95": list(change.ci95), "learnable_gained": change.better,
         "learnable_lost": change.worse,
+        "learnable_by_problem": {p: [before[p], after[p]] for p in ids},
         "validation_cut_at_limit": sum(r["finish_reason"] == "length" for r in greedy) / len(greedy),
         "minutes_training": run_minutes(run_dir)[1],
         "prepass_minutes": json.loads((run_dir / "pass_rates.json").read_text())["seconds"] / 60,
@@ -219,6 +220,16 @@ def learnable_table(results: list[dict[str, Any]]) -> str:
                      f"| {res['learnable_gained']} / {res['learnable_lost']} | {pct(res['validation_pass_before'])} → "
                      f"{pct(res['validation_pass_after'])} | {pct(res['validation_cut_at_limit'])} % | "
                      f"{res['minutes_training']:.1f} | {res['prepass_minutes']:.1f} |")
+    runs = [r for r in results if "learnable_problems" in r]
+    if len(runs) > 1:  # the seeds together: each problem's after averaged over seeds, against its one before
+        ids = sorted(runs[0]["learnable_by_problem"])
+        before = np.array([runs[0]["learnable_by_problem"][p][0] for p in ids])
+        after = np.array([[r["learnable_by_problem"][p][1] for p in ids] for r in runs])
+        pooled = paired(after, before)
+        lines.append(f"| seeds {', '.join(str(r['seed']) for r in runs)}, paired by problem | {len(ids)} | "
+                     f"{pct(before.mean())} → {pct(after.mean())} | {100 * pooled.diff:+.1f} "
+                     f"({100 * pooled.ci95[0]:+.1f}, {100 * pooled.ci95[1]:+.1f}) | {pooled.better} / {pooled.worse} "
+                     f"| – | – | – | – |")
     return "\n".join(lines) + "\n"
 
 
