@@ -212,7 +212,8 @@ def learnable_table(results: list[dict[str, Any]]) -> str:
     lines = ["| run | learnable problems | sampled pass before → after | change (95 % CI) | gained / lost | "
              "validation pass@1 before → after | validation cut at limit | training minutes | pre-pass minutes |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for res in (r for r in results if "learnable_problems" in r):
+    runs = [r for r in results if "learnable_problems" in r]
+    for res in runs:
         low, high = res["learnable_change_ci95"]
         change = res["learnable_pass_after"] - res["learnable_pass_before"]
         lines.append(f"| {res['arm']} | {res['learnable_problems']} | {pct(res['learnable_pass_before'])} → "
@@ -220,7 +221,6 @@ def learnable_table(results: list[dict[str, Any]]) -> str:
                      f"| {res['learnable_gained']} / {res['learnable_lost']} | {pct(res['validation_pass_before'])} → "
                      f"{pct(res['validation_pass_after'])} | {pct(res['validation_cut_at_limit'])} % | "
                      f"{res['minutes_training']:.1f} | {res['prepass_minutes']:.1f} |")
-    runs = [r for r in results if "learnable_problems" in r]
     if len(runs) > 1:  # the seeds together: each problem's after averaged over seeds, against its one before
         ids = sorted(runs[0]["learnable_by_problem"])
         before = np.array([runs[0]["learnable_by_problem"][p][0] for p in ids])
