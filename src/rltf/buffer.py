@@ -19,6 +19,9 @@ on the latest refresh's samples only, in shuffled passes, so each is drawn once 
 twice, and a refresh replaces them. Either way :meth:`OnlineBuffer.prune` drops samples older than a
 staleness bound, and the buffer counts how often each sample is drawn, so that runs report how much
 of what they generate they learn from (:meth:`OnlineBuffer.usage`).
+
+:class:`PassingPool` keeps the other store a run can train on: every sampled program that passed,
+once per problem, for rejection-sampling fine-tuning (``optim.sl_source``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ baseline) for a few training problems and the judge runs each the moment it is g
 (:mod:`rltf.train.rollout`); verdicts become per-token returns against each group's baseline
 (:mod:`rltf.train.rewards`); the samples are staged into the online buffer, which takes them in
 every ``update_freq`` steps; the loss mixes the token-weighted policy-gradient term on buffer samples
-with supervised cross-entropy on reference solutions, run packed (:mod:`rltf.train.packing`); one
+with supervised cross-entropy on reference solutions (or on the run's passing programs:
+``optim.sl_source``), run packed (:mod:`rltf.train.packing`); one
 optimizer step; then the engine takes the new weights (every ``engine.sync_every`` steps).
 
 Unlike the original (actors reloading learner checkpoints from disk every 600 s, so samples were up
