@@ -95,7 +95,7 @@ def run_cross(out: Path, recipe: str, heldout: str, estimator: str, seed: int,
 
 
 def _estimator(recipe: str, estimator: str) -> str:
-    return "none" if recipe in ("sl-only", "sl-after-sl", "rft-after-sl") else estimator
+    return "none" if "optim.rl_weight=0" in RECIPES[recipe] else estimator  # no RL term: no estimator
 
 
 def _baseline(estimator: str) -> list[str]:
