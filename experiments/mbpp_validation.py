@@ -11,6 +11,9 @@ and MBPP's learnable set (issue 30), from a leak-free warm start in its own OUT:
 
     python experiments/mbpp_validation.py sft --out runs/mbpp-learnable --set data.drop_leaks=true
     python experiments/mbpp_validation.py learnable --out runs/mbpp-learnable --seed 0 --set steps=12
+    python experiments/mbpp_validation.py learnable --out runs/mbpp-learnable --seed 0 --recipe stable --set ...
+
+(``--recipe`` names a run made with the given overrides; its result records them).
 
 ``sft`` fine-tunes the embedded SmolLM2-135M-Instruct on the MBPP train references; ``rl`` trains
 RL alone (no supervised term) from its last checkpoint, in ``OUT/<estimator>-<importance>``. Each
@@ -27,6 +30,7 @@ run (checkpoints are not committed: a new machine redoes ``sft`` first, which is
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -136,7 +140,8 @@ def fresh_pass(out: Path, model: Path, problems: Path, config: Any, samples: int
     return per_problem_pass(out / SAMPLES)
 
 
-def run_learnable(out: Path, seed: int, samples: int, overrides: list[str]) -> dict[str, Any]:
+def run_learnable(out: Path, seed: int, samples: int, overrides: list[str],
+                  recipe: str = "learnable") -> dict[str, Any]:
     """RL on MBPP's learnable set: ``rollout.selection: learnable`` from the SFT warm start (grpo), then
     the pass rate of fresh samples on the problems the pre-pass found learnable (0 < p < 1), from the
     warm start (once, shared by the seeds) and from the run's last checkpoint, paired by problem.
@@ -145,7 +150,7 @@ def run_learnable(out: Path, seed: int, samples: int, overrides: list[str]) -> d
     config = load_config("mbpp-rl", [f"model.name={start}", "rollout.selection=learnable",
                                      f"rollout.selection_samples={samples}", "feedback.baseline=grpo",
                                      "data.drop_leaks=true", f"seed={seed}", *overrides])
-    arm = f"learnable-seed{seed}"
+    arm = f"{recipe}-seed{seed}"
     run_dir = out / arm / "run"
     train(config, run_dir)
     rates = json.loads((run_dir / "pass_rates.json").read_text())["rates"]
@@ -161,7 +166,8 @@ def run_learnable(out: Path, seed: int, samples: int, overrides: list[str]) -> d
     greedy = read_jsonl(run_dir / EVAL_DIR / f"step-{last:06d}" / SAMPLES)
     records = read_metrics(run_dir)
     return {
-        "arm": arm, "estimator": "grpo", "importance": config.optim.importance, "seed": seed,
+        "arm": arm, "recipe": recipe, "overrides": overrides, "estimator": "grpo",
+        "importance": config.optim.importance, "seed": seed,
         "learnable_problems": len(ids), "learnable_samples": samples,
         "learnable_pass_before": float(np.mean([before[p] for p in ids])),
         "learnable_pass_after": float(np.mean([after[p] for p in ids])),
@@ -221,15 +227,37 @@ def learnable_table(results: list[dict[str, Any]]) -> str:
                      f"| {res['learnable_gained']} / {res['learnable_lost']} | {pct(res['validation_pass_before'])} → "
                      f"{pct(res['validation_pass_after'])} | {pct(res['validation_cut_at_limit'])} % | "
                      f"{res['minutes_training']:.1f} | {res['prepass_minutes']:.1f} |")
-    if len(runs) > 1:  # the seeds together: each problem's after averaged over seeds, against its one before
-        ids = sorted(runs[0]["learnable_by_problem"])
-        before = np.array([runs[0]["learnable_by_problem"][p][0] for p in ids])
-        after = np.array([[r["learnable_by_problem"][p][1] for p in ids] for r in runs])
+    by_recipe: dict[str, list[dict[str, Any]]] = {}
+    for res in runs:
+        by_recipe.setdefault(res["recipe"], []).append(res)
+    for recipe, seeds in by_recipe.items():
+        if len(seeds) < 2:
+            continue
+        ids = sorted(seeds[0]["learnable_by_problem"])  # the seeds together: each problem's after over seeds
+        before = np.array([seeds[0]["learnable_by_problem"][p][0] for p in ids])
+        after = np.array([[r["learnable_by_problem"][p][1] for p in ids] for r in seeds])
         pooled = paired(after, before)
-        lines.append(f"| seeds {', '.join(str(r['seed']) for r in runs)}, paired by problem | {len(ids)} | "
+        lines.append(f"| {recipe}, seeds {', '.join(str(r['seed']) for r in seeds)}, paired by problem | {len(ids)} | "
                      f"{pct(before.mean())} → {pct(after.mean())} | {100 * pooled.diff:+.1f} "
                      f"({100 * pooled.ci95[0]:+.1f}, {100 * pooled.ci95[1]:+.1f}) | {pooled.better} / {pooled.worse} "
                      f"| – | – | – | – |")
+    lines += ["", "| recipe | overrides of `mbpp-rl` (besides grpo, learnable selection, leak-free data) |",
+              "|---|---|"]
+    lines += [f"| {recipe} | `{' '.join(seeds[0]['overrides'])}` |"
+              for recipe, seeds in by_recipe.items()]
+    lines += ["", "| A − B, after, paired by problem | seeds | change (95 % CI) | better / worse |",
+              "|---|---|---|---|"]
+    for a, b in itertools.combinations(by_recipe, 2):
+        seeds = sorted({r["seed"] for r in by_recipe[a]} & {r["seed"] for r in by_recipe[b]})
+        if not seeds:
+            continue
+        ids = sorted(by_recipe[a][0]["learnable_by_problem"])
+        after = {name: np.array([[r["learnable_by_problem"][p][1] for p in ids]
+                                 for r in sorted(by_recipe[name], key=lambda r: r["seed"]) if r["seed"] in seeds])
+                 for name in (a, b)}
+        diff = paired(after[a], after[b])
+        lines.append(f"| {a} − {b} | {', '.join(map(str, seeds))} | {100 * diff.diff:+.1f} "
+                     f"({100 * diff.ci95[0]:+.1f}, {100 * diff.ci95[1]:+.1f}) | {diff.better} / {diff.worse} |")
     return "\n".join(lines) + "\n"
 
 
@@ -265,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the RL run's seed (the SFT warm start is shared)")
     parser.add_argument("--samples", type=int, default=16, help="learnable: programs per problem, pre-pass and fresh")
     parser.add_argument("--out", type=Path, default=Path("runs/mbpp-validation"))
+    parser.add_argument("--recipe", default="learnable",
+                        help="learnable: the run's name before -seedN, for a recipe given by --set")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="further config overrides (a dry run: --set steps=2 --set eval.limit=4)")
     args = parser.parse_args(argv)
@@ -276,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         return 0
     res = (run_sft(args.out, args.overrides) if args.stage == "sft"
-           else run_learnable(args.out, args.seed, args.samples, args.overrides) if args.stage == "learnable"
+           else run_learnable(args.out, args.seed, args.samples, args.overrides, args.recipe)
+           if args.stage == "learnable"
            else run_rl(args.out, args.estimator, args.importance, args.seed, args.overrides))
     (args.out / res["arm"] / "result.json").write_text(json.dumps(res, indent=1) + "\n")
     print(f"{res['arm']}: validation pass@1 {pct(res['validation_pass_before'])}% -> "
