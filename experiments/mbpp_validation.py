@@ -212,6 +212,11 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _after_by_seed(runs: list[dict[str, Any]], ids: list[str]) -> np.ndarray:
+    """Seeds x problems: each run's fresh "after" pass rate, rows in seed order (so recipes pair by seed)."""
+    return np.array([[r["learnable_by_problem"][p][1] for p in ids] for r in sorted(runs, key=lambda r: r["seed"])])
+
+
 def learnable_table(results: list[dict[str, Any]]) -> str:
     """Markdown of the learnable-set runs: fresh sampled pass on the learnable problems before and after,
     paired by problem, beside validation pass@1 and the greedy validation programs the token limit cut."""
@@ -235,7 +240,7 @@ def learnable_table(results: list[dict[str, Any]]) -> str:
             continue
         ids = sorted(seeds[0]["learnable_by_problem"])  # the seeds together: each problem's after over seeds
         before = np.array([seeds[0]["learnable_by_problem"][p][0] for p in ids])
-        after = np.array([[r["learnable_by_problem"][p][1] for p in ids] for r in seeds])
+        after = _after_by_seed(seeds, ids)
         pooled = paired(after, before)
         lines.append(f"| {recipe}, seeds {', '.join(str(r['seed']) for r in seeds)}, paired by problem | {len(ids)} | "
                      f"{pct(before.mean())} → {pct(after.mean())} | {100 * pooled.diff:+.1f} "
@@ -252,9 +257,7 @@ def learnable_table(results: list[dict[str, Any]]) -> str:
         if not seeds:
             continue
         ids = sorted(by_recipe[a][0]["learnable_by_problem"])
-        after = {name: np.array([[r["learnable_by_problem"][p][1] for p in ids]
-                                 for r in sorted(by_recipe[name], key=lambda r: r["seed"]) if r["seed"] in seeds])
-                 for name in (a, b)}
+        after = {name: _after_by_seed([r for r in by_recipe[name] if r["seed"] in seeds], ids) for name in (a, b)}
         diff = paired(after[a], after[b])
         lines.append(f"| {a} − {b} | {', '.join(map(str, seeds))} | {100 * diff.diff:+.1f} "
                      f"({100 * diff.ci95[0]:+.1f}, {100 * diff.ci95[1]:+.1f}) | {diff.better} / {diff.worse} |")
