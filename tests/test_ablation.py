@@ -161,6 +161,7 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
     for arm_shift in shift:
         for half in ("first", "second"):
             assert sum(arm_shift[half]["shares"].values()) <= 1 + 1e-9 and arm_shift[half]["tokens_per_program"] > 0
+            assert arm_shift[half]["entropy"] > 0
         run = arm_shift["per_run"]  # 2 steps x 2 problems, 2 programs each
         assert run["groups"] == 4 and 0 <= run["groups_with_pass"] <= run["passing_programs"] <= 8
     for row in rows:
@@ -258,7 +259,8 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
     partial = run_ablation(spec, out, report_only=True)
     assert (partial["runs_finished"], partial["runs_total"]) == (1, 2)
     assert {r["arm"] for r in partial["rows"]} == {"warm-start", "coarse"}
-    assert set(partial["reward_curves"]) == {"coarse"}
+    assert all(set(by_arm) == {"coarse"} for by_arm in partial["curves"].values())
+    assert len(partial["curves"]["reward_mean"]["coarse"]) == 2 and None not in partial["curves"]["entropy"]["coarse"]
     assert not (out / "full" / "seed-0" / RESULT).exists()  # nothing ran
     assert "**Partial: 1 of 2 runs finished**" in (out / "ablation.md").read_text()
     (out / "coarse" / "seed-0" / RESULT).unlink()

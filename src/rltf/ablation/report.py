@@ -96,12 +96,12 @@ def summarize(spec: AblationSpec, out: Path) -> dict[str, Any]:
                 at10 = _matrix(scores, row["arm"], scored[row["arm"]], problems)
                 row["pass@10"] = {"mean": float(at10.mean()), "ci95": list(bootstrap_mean(at10)),
                                   "vs_reference": _versus(scores, scored, row["arm"], spec.reference, problems)}
-    curves = {arm: _reward_curve(out, arm, seeds) for arm, seeds in seeds_of.items()}
+    curves = {key: {arm: _curve(out, arm, seeds, key) for arm, seeds in seeds_of.items()} for key in CURVES}
     finished = len(finished_runs(spec, out))
     return {"reference": spec.reference, "seeds": spec.seeds, "steps": spec.steps, "bootstrap_seed": BOOTSTRAP_SEED,
             "runs_finished": finished, "runs_total": len(spec.arms) * len(spec.seeds), "rows": rows,
             "primary": comparisons, "twins_sampled": twins_sampled(spec, out, seeds_of),
-            "mbpp_plus_gap": plus_gap(spec, out, scored), "reward_curves": curves,
+            "mbpp_plus_gap": plus_gap(spec, out, scored), "curves": curves,
             "training_shift": [shift for arm, seeds in seeds_of.items()
                                if (shift := training_shift(spec, out, arm, seeds)) is not None]}
 
@@ -157,7 +157,8 @@ def training_shift(spec: AblationSpec, out: Path, arm: str, seeds: list[int]) ->
         programs = sum(mix.values()) or 1
         halves[half] = {"reward": float(np.mean([r["reward_mean"] for r in chosen])) if chosen else None,
                         "shares": {k: mix[k] / programs for k in ("pass", "fail", "runtime", "compile")},
-                        "tokens_per_program": sum(r.get("gen_tokens") or 0 for r in chosen) / programs}
+                        "tokens_per_program": sum(r.get("gen_tokens") or 0 for r in chosen) / programs,
+                        "entropy": _mean([r.get("entropy") for r in chosen])}
     known = {key: [r[key] for r in records if r.get(key) is not None]
              for key in ("importance_ratio_mean", "kl_behaviour_current")}
     groups = np.array([sampled_groups(run_dir(out, arm, seed)) for seed in seeds], dtype=float).mean(axis=0)
@@ -203,14 +204,23 @@ def plus_gap(spec: AblationSpec, out: Path, seeds_of: dict[str, list[int]]) -> l
     return rows
 
 
-def _reward_curve(out: Path, arm: str, seeds: list[int]) -> list[float | None]:
-    """Mean train reward per step over the seeds (None where no seed sampled: SL-only arms)."""
-    per_seed = [[r.get("reward_mean") for r in read_metrics(run_dir(out, arm, seed))] for seed in seeds]
-    curve: list[float | None] = []
-    for values in zip(*per_seed, strict=False):
-        known = [v for v in values if v is not None]
-        curve.append(sum(known) / len(known) if known else None)
-    return curve
+CURVES = {"reward_mean": "train reward", "sample_pass_rate": "sampled programs passing",
+          "groups_with_pass": "groups with a pass", "completion_length_mean": "tokens per program",
+          "entropy": "policy entropy (nats / token)"}
+"""The per-step metrics the report plots per arm (mean over seeds): the diagnosis of an arm that
+does not beat another is in its signal (reward, passes, groups that show a solution), its length
+and its entropy."""
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _curve(out: Path, arm: str, seeds: list[int], key: str) -> list[float | None]:
+    """A metric per step, mean over the seeds (None where no seed logged it: SL-only arms)."""
+    per_seed = [[r.get(key) for r in read_metrics(run_dir(out, arm, seed))] for seed in seeds]
+    return [_mean(list(values)) for values in zip(*per_seed, strict=False)]
 
 
 def _pct(x: float) -> str:
@@ -283,15 +293,16 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += ["", "Training shift: the arm's sampled programs in its first half of steps → its second (over "
                   "seeds); importance ratio π_θ/π_behaviour and KL(behaviour ‖ current) on the sampled tokens, mean "
                   "over steps; per run, the groups (one problem's programs in one step) with a passing program, the "
-                  "only ones that show the model a solution.",
+                  "only ones that show the model a solution; policy entropy on the sampled tokens.",
                   "", "| arm | train reward | sampled pass % | wrong % | runtime % | compile % | tokens per program | "
-                  "importance ratio | KL | groups with a pass, per run |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "entropy | importance ratio | KL | groups with a pass, per run |", "|---" * 11 + "|"]
         for row in summary["training_shift"]:
             first, second = row["first"], row["second"]
             moved = [f"{_num(first['reward'], '+.2f')} → {_num(second['reward'], '+.2f')}"]
             moved += [f"{_pct(first['shares'][k])} → {_pct(second['shares'][k])}"
                       for k in ("pass", "fail", "runtime", "compile")]
             moved.append(f"{first['tokens_per_program']:.0f} → {second['tokens_per_program']:.0f}")
+            moved.append(f"{_num(first['entropy'], '.2f')} → {_num(second['entropy'], '.2f')}")
             run = row["per_run"]
             lines.append(f"| {row['arm']} | {' | '.join(moved)} | {_num(row['importance_ratio_mean'], '.3f')} | "
                          f"{_num(row['kl_behaviour_current'], '.4f')} | {run['groups_with_pass']:.1f} of "
@@ -358,6 +369,7 @@ def _num(value: float | None, spec: str) -> str:
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
+    """pass@1 per arm and target with its interval, then one panel per training curve."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -365,24 +377,27 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
     arms = list(dict.fromkeys(r["arm"] for r in summary["rows"]))
     datasets = list(dict.fromkeys(r["dataset"] for r in summary["rows"]))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    bars, panels = axes.flat[0], axes.flat[1:]
     width = 0.8 / len(datasets)
     for d, dataset in enumerate(datasets):
         rows = {r["arm"]: r for r in summary["rows"] if r["dataset"] == dataset}
         means = [100 * rows[a]["pass@1"] for a in arms]
         errors = [[m - 100 * rows[a]["ci95"][0] for m, a in zip(means, arms, strict=True)],
                   [100 * rows[a]["ci95"][1] - m for m, a in zip(means, arms, strict=True)]]
-        left.bar([i + d * width for i in range(len(arms))], means, width, yerr=errors, capsize=3, label=dataset)
-    left.set_xticks([i + width * (len(datasets) - 1) / 2 for i in range(len(arms))], arms, rotation=30, ha="right")
-    left.set_ylabel("greedy pass@1 (%)")
-    left.legend(fontsize=8)
-    for arm, curve in summary["reward_curves"].items():
-        points = [(i + 1, v) for i, v in enumerate(curve) if v is not None]
-        if points:
-            right.plot(*zip(*points, strict=True), marker=".", label=arm)
-    right.set_xlabel("optimizer step")
-    right.set_ylabel("train reward (mean over seeds)")
-    right.legend(fontsize=8)
+        bars.bar([i + d * width for i in range(len(arms))], means, width, yerr=errors, capsize=3, label=dataset)
+    bars.set_xticks([i + width * (len(datasets) - 1) / 2 for i in range(len(arms))], arms, rotation=30, ha="right")
+    bars.set_ylabel("pass@1 (%)")
+    bars.legend(fontsize=7)
+    for axis, (key, label) in zip(panels, CURVES.items(), strict=True):
+        for arm, curve in summary["curves"][key].items():
+            points = [(i + 1, v) for i, v in enumerate(curve) if v is not None]
+            if points:
+                axis.plot(*zip(*points, strict=True), marker=".", markersize=3, label=arm)
+        axis.set_xlabel("optimizer step")
+        axis.set_ylabel(f"{label} (mean over seeds)")
+    if panels[0].lines:
+        panels[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
