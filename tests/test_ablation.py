@@ -91,6 +91,15 @@ def test_spec_errors_are_caught_before_anything_runs(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "a").exists()
 
 
+def test_runs_go_seed_major_and_arms_on_a_budget_run_only_their_seeds(tmp_path: Path) -> None:
+    arms = {"ref": [], "main": [], "side": []}
+    spec = load_spec(_spec(tmp_path, arms, seeds=[0, 1, 2], arm_seeds={"side": [0]}))
+    assert spec.runs() == [("ref", 0), ("main", 0), ("side", 0), ("ref", 1), ("main", 1), ("ref", 2), ("main", 2)]
+    for wrong in ({"ref": [0]}, {"side": [3]}, {"side": []}, {"other": [0]}):  # the reference runs every seed
+        with pytest.raises(ConfigError, match="arm_seeds"):
+            load_spec(_spec(tmp_path, arms, seeds=[0, 1, 2], arm_seeds=wrong))
+
+
 def test_cpu_slots_are_disjoint_and_sized_by_threads() -> None:
     cpus = sorted(os.sched_getaffinity(0))
     spec = AblationSpec("tiny-smoke", {"a": []}, [0], 1, "a", [EvalTarget("mbpp")], threads=1)
@@ -282,6 +291,10 @@ def test_the_scaled_ablation_spends_what_its_spec_promises(tmp_path: Path) -> No
     spec = load_spec(Path(__file__).parents[1] / "experiments" / "ablation-scaled" / "spec.yaml")
     assert spec.primary == [("full+sl", "sl-continued"), ("full+sl", "rft")] and spec.reference == "full+sl"
     assert len(spec.seeds) >= 3 and spec.eval[0].name == "mbpp-test-t0.1-n5"
+    main_arms = ("full+sl", "sl-continued", "rft", "coarse+sl")  # every seed; the secondary arms at least one
+    assert spec.runs()[:4] == [(arm, spec.seeds[0]) for arm in main_arms]
+    assert {(arm, seed) for arm in main_arms for seed in spec.seeds} <= set(spec.runs())
+    assert {arm for arm, _ in spec.runs()} == set(spec.arms)
     problems = len(drop_mbpp_leaks(load_problem_set("mbpp", "train", None, None)))
     sampled, supervised = {}, set()
     for arm in spec.arms:

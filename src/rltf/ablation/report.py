@@ -99,7 +99,7 @@ def summarize(spec: AblationSpec, out: Path) -> dict[str, Any]:
     curves = {key: {arm: _curve(out, arm, seeds, key) for arm, seeds in seeds_of.items()} for key in CURVES}
     finished = len(finished_runs(spec, out))
     return {"reference": spec.reference, "seeds": spec.seeds, "steps": spec.steps, "bootstrap_seed": BOOTSTRAP_SEED,
-            "runs_finished": finished, "runs_total": len(spec.arms) * len(spec.seeds), "rows": rows,
+            "runs_finished": finished, "runs_total": len(spec.runs()), "rows": rows,
             "primary": comparisons, "twins_sampled": twins_sampled(spec, out, seeds_of),
             "mbpp_plus_gap": plus_gap(spec, out, scored), "curves": curves,
             "training_shift": [shift for arm, seeds in seeds_of.items()

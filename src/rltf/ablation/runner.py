@@ -80,7 +80,7 @@ def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print,
         return summary
     out.mkdir(parents=True, exist_ok=True)
     (out / SPEC_COPY).write_text(Path(spec_path).read_text(encoding="utf-8"), encoding="utf-8")
-    configs = {(arm, seed): spec.config(arm, seed, out) for arm in spec.arms for seed in spec.seeds}
+    configs = {(arm, seed): spec.config(arm, seed, out) for arm, seed in spec.runs()}
     if spec.warm_start:
         configs[WARM_START, 0] = spec.warm_start.config()
     for (arm, seed), config in configs.items():  # config errors before any run starts, and no resume elsewise
@@ -127,12 +127,12 @@ def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print,
 
 
 def _pending(spec: AblationSpec, out: Path) -> list[tuple[str, int]]:
-    """The unfinished runs, seed-major: every arm's first seed before any arm's second, so a
-    half-finished ablation is a table. The warm start's own evaluation (``WARM_START``) goes first."""
+    """The unfinished runs in :meth:`AblationSpec.runs` order; the warm start's own evaluation
+    (``WARM_START``) goes first."""
     done = finished_runs(spec, out)
     first = [] if spec.warm_start is None or warm_start_evaluated(spec, out) else \
         [(WARM_START, spec.warm_start.config().seed)]
-    return first + [(arm, seed) for seed in spec.seeds for arm in spec.arms if (arm, seed) not in done]
+    return first + [run for run in spec.runs() if run not in done]
 
 
 def run_one(spec: AblationSpec, out: Path, arm: str, seed: int) -> None:

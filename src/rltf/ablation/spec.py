@@ -73,6 +73,9 @@ class AblationSpec:
     primary: list[tuple[str, ...]] = field(default_factory=list)
     """The comparisons (A, B) the ablation is run for, named before it runs: reported unadjusted;
     every other comparison with the reference gets a Holm-adjusted p-value."""
+    arm_seeds: dict[str, list[int]] = field(default_factory=dict)
+    """Arms that run fewer of ``seeds`` than the others (secondary arms on a budget); adding seeds
+    here later runs just those."""
 
     def __post_init__(self) -> None:
         for pair in self.primary:
@@ -88,6 +91,15 @@ class AblationSpec:
             raise ConfigError("eval targets must be distinct")
         if WARM_START in self.arms:
             raise ConfigError(f"{WARM_START!r} is the warm start's directory, not an arm name")
+        for arm, seeds in self.arm_seeds.items():
+            if arm not in self.arms or arm == self.reference or not seeds or not set(seeds) <= set(self.seeds):
+                raise ConfigError(f"arm_seeds: {arm!r} must be an arm other than the reference, with some of the "
+                                  f"spec's seeds {self.seeds}")
+
+    def runs(self) -> list[tuple[str, int]]:
+        """Every (arm, seed), seed-major (every arm's first seed, then every arm's second), so a
+        half-finished ablation is already a paired table."""
+        return [(arm, seed) for seed in self.seeds for arm in self.arms if seed in self.arm_seeds.get(arm, self.seeds)]
 
     def config(self, arm: str, seed: int, out: Path) -> TrainConfig:
         """The arm's training config: base, the warm start's model, common overrides, the arm's,
@@ -112,7 +124,7 @@ def load_spec(path: str | Path) -> AblationSpec:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: an ablation spec is a mapping")
     known = {"base", "arms", "seeds", "steps", "reference", "eval", "overrides", "threads", "parallel", "warm_start",
-             "primary"}
+             "primary", "arm_seeds"}
     if unknown := set(data) - known:
         raise ConfigError(f"{path}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
     try:
@@ -126,7 +138,9 @@ def load_spec(path: str | Path) -> AblationSpec:
                             overrides=[str(o) for o in data.get("overrides") or []],
                             threads=int(data.get("threads", 1)), parallel=data.get("parallel"),
                             warm_start=warm_start,
-                            primary=[tuple(str(arm) for arm in pair) for pair in data.get("primary") or []])
+                            primary=[tuple(str(arm) for arm in pair) for pair in data.get("primary") or []],
+                            arm_seeds={str(arm): [int(s) for s in seeds]
+                                       for arm, seeds in (data.get("arm_seeds") or {}).items()})
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
@@ -160,7 +174,7 @@ def run_finished(spec: AblationSpec, out: Path, arm: str, seed: int) -> bool:
 def finished_runs(spec: AblationSpec, out: Path) -> set[tuple[str, int]]:
     """Every finished (arm, seed), the warm start read once."""
     warm = warm_start_losses(spec, out)
-    return {(arm, seed) for arm in spec.arms for seed in spec.seeds if _finished(spec, out, arm, seed, warm)}
+    return {(arm, seed) for arm, seed in spec.runs() if _finished(spec, out, arm, seed, warm)}
 
 
 def warm_start_evaluated(spec: AblationSpec, out: Path) -> bool:
