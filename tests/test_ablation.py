@@ -312,3 +312,6 @@ def test_the_scaled_ablation_spends_what_its_spec_promises(tmp_path: Path) -> No
     assert sampled["full+sl-paper"] == 2560 and 2300 < sampled["full-offline+sl"] <= 2560
     assert spec.config("rft", 0, tmp_path).optim.sl_source == "both"
     assert spec.config("full+sl", 0, tmp_path).rollout.selection == "learnable"
+    paper = spec.config("full+sl-paper", 0, tmp_path)  # the paper's combination, against the recipe's
+    assert (paper.optim.rl_weight, paper.optim.loss_aggregation, paper.feedback.baseline) == (1, "token_mean", "greedy")
+    assert spec.config("full+sl", 0, tmp_path).optim.rl_weight > 1
