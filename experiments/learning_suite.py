@@ -180,10 +180,11 @@ def pivot(rows: list[dict[str, Any]]) -> list[str]:
 
 PAIRS = (("default", "sl-only"), ("rl-after-sl", "sl-after-sl"), ("rl-after-sl-dynamic", "sl-after-sl"),
          ("rl-after-sl-dynamic", "rl-after-sl"), ("rl-after-sl", "rft-after-sl"),
-         ("rl-after-sl-dynamic", "rft-after-sl"), ("rft-after-sl", "sl-after-sl"))
-"""(A, B) recipes compared by problem: what the RL term adds to SL (``default`` vs ``sl-only``), RL against
-the same steps of SL and against rejection-sampling fine-tuning from one checkpoint, and what dynamic
-sampling changes."""
+         ("rl-after-sl-dynamic", "rft-after-sl"), ("rft-after-sl", "sl-after-sl"), ("stable-rl8", "sl-only"),
+         ("stable-rl8", "default"))
+"""(A, B) recipes compared by problem: what the RL term adds to SL (``default`` and ``stable-rl8`` vs
+``sl-only``), RL against the same steps of SL and against rejection-sampling fine-tuning from one
+checkpoint, what dynamic sampling changes, and the MBPP recipe against the default."""
 
 
 def paired_table(results: list[dict[str, Any]]) -> list[str]:
@@ -279,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "--estimator", estimator, "--seed", str(seed), "--out", str(args.out),
                                     "--results", str(args.results),
                                     *(f"--set={o}" for o in args.overrides)], check=True)
-    table(args.out, args.results)
+    else:  # only here: a run must not overwrite the committed table with the runs in --out alone
+        table(args.out, args.results)
     return 0
 
 
