@@ -217,6 +217,11 @@ def _after_by_seed(runs: list[dict[str, Any]], ids: list[str]) -> np.ndarray:
     return np.array([[r["learnable_by_problem"][p][1] for p in ids] for r in sorted(runs, key=lambda r: r["seed"])])
 
 
+def _change(result: Any) -> str:
+    """A paired difference in points with its interval: ``+5.8 (+2.7, +8.9)``."""
+    return f"{100 * result.diff:+.1f} ({100 * result.ci95[0]:+.1f}, {100 * result.ci95[1]:+.1f})"
+
+
 def learnable_table(results: list[dict[str, Any]]) -> str:
     """Markdown of the learnable-set runs: fresh sampled pass on the learnable problems before and after,
     paired by problem, beside validation pass@1 and the greedy validation programs the token limit cut."""
@@ -243,9 +248,8 @@ def learnable_table(results: list[dict[str, Any]]) -> str:
         after = _after_by_seed(seeds, ids)
         pooled = paired(after, before)
         lines.append(f"| {recipe}, seeds {', '.join(str(r['seed']) for r in seeds)}, paired by problem | {len(ids)} | "
-                     f"{pct(before.mean())} → {pct(after.mean())} | {100 * pooled.diff:+.1f} "
-                     f"({100 * pooled.ci95[0]:+.1f}, {100 * pooled.ci95[1]:+.1f}) | {pooled.better} / {pooled.worse} "
-                     f"| – | – | – | – |")
+                     f"{pct(before.mean())} → {pct(after.mean())} | {_change(pooled)} | "
+                     f"{pooled.better} / {pooled.worse} | – | – | – | – |")
     lines += ["", "| recipe | overrides of `mbpp-rl` (besides grpo, learnable selection, leak-free data) |",
               "|---|---|"]
     lines += [f"| {recipe} | `{' '.join(seeds[0]['overrides'])}` |"
@@ -259,8 +263,7 @@ def learnable_table(results: list[dict[str, Any]]) -> str:
         ids = sorted(by_recipe[a][0]["learnable_by_problem"])
         after = {name: _after_by_seed([r for r in by_recipe[name] if r["seed"] in seeds], ids) for name in (a, b)}
         diff = paired(after[a], after[b])
-        lines.append(f"| {a} − {b} | {', '.join(map(str, seeds))} | {100 * diff.diff:+.1f} "
-                     f"({100 * diff.ci95[0]:+.1f}, {100 * diff.ci95[1]:+.1f}) | {diff.better} / {diff.worse} |")
+        lines.append(f"| {a} − {b} | {', '.join(map(str, seeds))} | {_change(diff)} | {diff.better} / {diff.worse} |")
     return "\n".join(lines) + "\n"
 
 

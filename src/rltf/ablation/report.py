@@ -19,6 +19,7 @@ from rltf.datasets import held_out_twins
 from rltf.evaluation import SAMPLES, SUMMARY, cut_at_limit, per_problem_pass
 from rltf.train import CONFIG, read_metrics, read_samples
 from rltf.train import SAMPLES as RUN_SAMPLES
+from rltf.train.report import mean_or_none
 
 
 def compute_spent(directory: Path) -> dict[str, float]:
@@ -158,7 +159,7 @@ def training_shift(spec: AblationSpec, out: Path, arm: str, seeds: list[int]) ->
         halves[half] = {"reward": float(np.mean([r["reward_mean"] for r in chosen])) if chosen else None,
                         "shares": {k: mix[k] / programs for k in ("pass", "fail", "runtime", "compile")},
                         "tokens_per_program": sum(r.get("gen_tokens") or 0 for r in chosen) / programs,
-                        "entropy": _mean([r.get("entropy") for r in chosen])}
+                        "entropy": mean_or_none([r["entropy"] for r in chosen if r.get("entropy") is not None])}
     known = {key: [r[key] for r in records if r.get(key) is not None]
              for key in ("importance_ratio_mean", "kl_behaviour_current")}
     groups = np.array([sampled_groups(run_dir(out, arm, seed)) for seed in seeds], dtype=float).mean(axis=0)
@@ -212,15 +213,10 @@ does not beat another is in its signal (reward, passes, groups that show a solut
 and its entropy."""
 
 
-def _mean(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return sum(known) / len(known) if known else None
-
-
 def _curve(out: Path, arm: str, seeds: list[int], key: str) -> list[float | None]:
     """A metric per step, mean over the seeds (None where no seed logged it: SL-only arms)."""
     per_seed = [[r.get(key) for r in read_metrics(run_dir(out, arm, seed))] for seed in seeds]
-    return [_mean(list(values)) for values in zip(*per_seed, strict=False)]
+    return [mean_or_none([v for v in values if v is not None]) for values in zip(*per_seed, strict=False)]
 
 
 def _pct(x: float) -> str:
