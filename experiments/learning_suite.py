@@ -2,21 +2,23 @@
 
 The learning test (``learning_test.py``) on the families of :mod:`rltf.families`, which the recipe
 was not built on: ``rltf/configs/learning-test.yaml`` with the family's train split and its held-out
-split as the evaluation (8 samples per problem), under a recipe (:data:`RECIPES`): ``default`` (the RL
-term plus the supervised term on the train problems' references, as the paper trains), ``sl-only``,
+split as the evaluation (8 samples per problem), under a recipe (:data:`RECIPES`): ``stable-rl8`` (the
+default config's recipe), ``rl+sl`` (the RL term plus the supervised term on the train problems'
+references at weight 1 each, as the paper trains; the default before ``stable-rl8``), ``sl-only``,
 ``rl-only``, and from the ``sl-only`` run's checkpoint ``rl-after-sl``, ``rl-after-sl-dynamic``,
 ``sl-after-sl`` and ``rft-after-sl``. Each (recipe, family, estimator, seed) is one run; ``cross`` trains
 on every family but one and evaluates the one left out.
 
-    python experiments/learning_suite.py run --family strings --estimator grpo --seed 0
+    python experiments/learning_suite.py run --family strings --seed 0     # the default recipe, stable-rl8
     python experiments/learning_suite.py run --recipe rl-after-sl --family strings --seed 1
     python experiments/learning_suite.py cross --heldout stdio --estimator grpo --seed 0
     python experiments/learning_suite.py all --recipe rl-only --estimators grpo,rloo,greedy --seeds 0,1,2
     python experiments/learning_suite.py table            # suite.{json,md,png} from the finished runs
 
 Runs live in ``--out/<recipe>`` (default ``runs/learning-suite``), one process each, and resume when
-repeated; ``table`` writes its files to ``--results`` (default ``experiments/learning``): every run,
-held-out pass by family and recipe, and the recipes compared by problem (:data:`PAIRS`). Target per
+repeated; ``table`` writes its files to ``--results`` (default ``experiments/learning``): the default
+recipe's runs (``suite-default.{md,png}``, what the README shows), every run, held-out pass by family and
+recipe, and the recipes compared by problem (:data:`PAIRS`) (``suite.{json,md,png}``). Target per
 (family, seed): held-out pass up by at least 20 points or at least 85 %, never below its start, in at
 most 15 minutes.
 """
@@ -43,10 +45,17 @@ from rltf.train.checkpoint import CHECKPOINTS, latest_checkpoint
 
 TARGET_RISE, TARGET_LEVEL, TARGET_MINUTES = 0.20, 0.85, 15.0
 SL = ["optim.sl_weight=1", "optim.sl_micro_batch=4"]
-RECIPES = {"default": SL, "rl-only": [], "sl-only": [*SL, "optim.rl_weight=0", "rollout.enabled=false"]}
-"""Overrides of ``learning-test.yaml`` per recipe. ``default``: 16 references a step (4 per RL micro-batch)
-beside the 64 sampled programs, at the default config's weights (1 and 1). ``sl-only``: the same 16
-references a step and nothing sampled, so ``default`` minus ``sl-only`` is what the RL term adds.
+DEFAULT_RECIPE = "stable-rl8"
+RECIPES = {DEFAULT_RECIPE: [*SL, "rollout.dynamic_sampling=true", "feedback.overlong=soft",
+                            "optim.loss_aggregation=constant", "optim.rl_weight=8"],
+           "rl+sl": SL, "rl-only": [], "sl-only": [*SL, "optim.rl_weight=0", "rollout.enabled=false"]}
+"""Overrides of ``learning-test.yaml`` (RL alone, token mean, weight 1) per recipe. ``stable-rl8``: the
+default config's recipe, chosen on MBPP's learnable set and validation split (experiments/mbpp-learnable):
+the supervised term, dynamic sampling, the soft overlong term, Dr. GRPO's constant normaliser and the RL
+term at weight 8 (the constant normaliser makes the RL gradient a few per cent of the supervised one at
+weight 1). ``rl+sl``: the paper's mix, 16 references a step (4 per RL micro-batch) beside the 64 sampled
+programs, both terms at weight 1, the RL term a token mean. ``sl-only``: the same 16 references a step and
+nothing sampled, so either recipe minus ``sl-only`` is what its RL term adds.
 ``rl-after-sl`` / ``sl-after-sl``: RL alone / the same SL again, for the same steps, from the last
 checkpoint of the (family, seed)'s ``sl-only`` run in the same ``--out`` (:data:`WARM_STARTED`; ``--set``
 changes the second stage, not the warm start): does RL add once SL has taught the format, against
@@ -57,13 +66,7 @@ sampling as ``rl-after-sl``, no RL term, and 16 sequences a step (``sl-after-sl`
 programs that passed so far, each once per problem (``optim.sl_source=passing``)."""
 RECIPES |= {"rl-after-sl": RECIPES["rl-only"], "rl-after-sl-dynamic": ["rollout.dynamic_sampling=true"],
             "sl-after-sl": RECIPES["sl-only"],
-            "rft-after-sl": [*SL, "optim.rl_weight=0", "optim.sl_source=passing"],
-            "stable-rl8": [*SL, "rollout.dynamic_sampling=true", "feedback.overlong=soft",
-                           "optim.loss_aggregation=constant", "optim.rl_weight=8"]}
-"""``stable-rl8``: the recipe chosen on MBPP's learnable set and validation split (experiments/mbpp-learnable),
-from the embedded model like ``default``: dynamic sampling, the soft overlong term, Dr. GRPO's constant
-normaliser, and the RL term at weight 8 beside the same supervised term (the constant normaliser makes
-the RL gradient a few per cent of the supervised one at weight 1)."""
+            "rft-after-sl": [*SL, "optim.rl_weight=0", "optim.sl_source=passing"]}
 WARM_STARTED = ("rl-after-sl", "rl-after-sl-dynamic", "sl-after-sl", "rft-after-sl")
 
 
@@ -160,6 +163,25 @@ def table(out: Path, results_dir: Path) -> None:
     (results_dir / "suite.md").write_text("\n".join(lines) + "\n")
     plot(results, results_dir / "suite.png")
     print("\n".join(lines))
+    default = [r for r in results if r["recipe"] == DEFAULT_RECIPE and not r["family"].startswith("cross-")]
+    if default:
+        (results_dir / "suite-default.md").write_text("\n".join(default_table([summarise(r) for r in default])) + "\n")
+        plot(default, results_dir / "suite-default.png")
+
+
+def default_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The default recipe against the target: one row per (family, seed), then the count that met it."""
+    lines = ["| family | seed | held-out pass before | after | change (95 % CI over problems) | better / worse | "
+             "minutes | target |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['family']} | {r['seed']} | {100 * r['before']:.1f} % | {100 * r['after']:.1f} % | "
+                     f"{100 * r['change']:+.1f} ({100 * r['ci'][0]:+.1f}, {100 * r['ci'][1]:+.1f}) | "
+                     f"{r['better']} / {r['worse']} | {r['minutes']:.1f} | {'met' if r['target_met'] else 'missed'} |")
+    changes, minutes = [100 * r["change"] for r in rows], [r["minutes"] for r in rows]
+    lines += ["", f"{DEFAULT_RECIPE}: target met on {sum(r['target_met'] for r in rows)} of {len(rows)} "
+              f"(family, seed) runs over {len({r['family'] for r in rows})} families; changes {min(changes):+.1f} to "
+              f"{max(changes):+.1f} points, {min(minutes):.1f}–{max(minutes):.1f} minutes a run."]
+    return lines
 
 
 def pivot(rows: list[dict[str, Any]]) -> list[str]:
@@ -173,18 +195,18 @@ def pivot(rows: list[dict[str, Any]]) -> list[str]:
         for recipe in recipes:
             after = [r["after"] for r in rows if r["family"] == family and r["recipe"] == recipe]
             cells.append(f"{100 * np.mean(after):.1f} % ({len(after)})" if after else "–")
-        start = [r["before"] for r in rows if r["family"] == family and r["recipe"] in ("default", "sl-only")]
+        start = [r["before"] for r in rows if r["family"] == family and r["recipe"] not in WARM_STARTED]
         lines.append(f"| {family} | {100 * np.mean(start):.1f} % | " + " | ".join(cells) + " |")
     return lines
 
 
-PAIRS = (("default", "sl-only"), ("rl-after-sl", "sl-after-sl"), ("rl-after-sl-dynamic", "sl-after-sl"),
+PAIRS = ((DEFAULT_RECIPE, "sl-only"), (DEFAULT_RECIPE, "rl+sl"), ("rl+sl", "sl-only"),
+         ("rl-after-sl", "sl-after-sl"), ("rl-after-sl-dynamic", "sl-after-sl"),
          ("rl-after-sl-dynamic", "rl-after-sl"), ("rl-after-sl", "rft-after-sl"),
-         ("rl-after-sl-dynamic", "rft-after-sl"), ("rft-after-sl", "sl-after-sl"), ("stable-rl8", "sl-only"),
-         ("stable-rl8", "default"))
-"""(A, B) recipes compared by problem: what the RL term adds to SL (``default`` and ``stable-rl8`` vs
-``sl-only``), RL against the same steps of SL and against rejection-sampling fine-tuning from one
-checkpoint, what dynamic sampling changes, and the MBPP recipe against the default."""
+         ("rl-after-sl-dynamic", "rft-after-sl"), ("rft-after-sl", "sl-after-sl"))
+"""(A, B) recipes compared by problem: what the RL term adds to SL (``stable-rl8`` and ``rl+sl`` vs
+``sl-only``), the default recipe against the paper's mix, RL against the same steps of SL and against
+rejection-sampling fine-tuning from one checkpoint, and what dynamic sampling changes."""
 
 
 def paired_table(results: list[dict[str, Any]]) -> list[str]:
@@ -254,7 +276,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("run", "cross", "all", "table"))
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="default")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE)
     parser.add_argument("--family", choices=sorted(FAMILIES), default="strings")
     parser.add_argument("--heldout", choices=sorted(FAMILIES), default="stdio")
     parser.add_argument("--estimator", choices=("greedy", "rloo", "grpo"), default="grpo")

@@ -25,10 +25,29 @@ def test_shipped_configs_load_and_the_default_is_embedded() -> None:
     assert paper.optim.warmup_steps == 500 and 2 * paper.optim.micro_batch * paper.optim.grad_accum == 32
     assert load_config("qwen-coder-mbpp").model.name.startswith("Qwen/")
     assert load_config("tiny-smoke").model.random_init is not None
-    assert load_config().feedback.baseline == "grpo"
-    published = load_config("rltf-paper")  # the default run with the paper's greedy baseline, nothing else
-    assert published.feedback.baseline == "greedy"
-    assert dataclasses.replace(published, feedback=load_config().feedback) == load_config()
+    default = load_config()
+    assert (default.feedback.baseline, default.feedback.overlong, default.rollout.dynamic_sampling,
+            default.optim.loss_aggregation, default.optim.rl_weight) == ("grpo", "soft", True, "constant", 8.0)
+    published = load_config("rltf-paper")  # the default run with the paper's combination, nothing else
+    assert (published.feedback.baseline, published.feedback.overlong, published.rollout.dynamic_sampling,
+            published.optim.loss_aggregation, published.optim.rl_weight) == ("greedy", "none", False, "token_mean", 1.0)
+    assert dataclasses.replace(published, feedback=default.feedback, rollout=default.rollout,
+                               optim=default.optim) == default
+    for name in ("codet5-apps", "qwen-coder-mbpp"):  # the GPU configs keep the paper's combination too
+        config = load_config(name)
+        assert (config.feedback.overlong, config.rollout.dynamic_sampling, config.optim.loss_aggregation,
+                config.optim.rl_weight) == ("none", False, "token_mean", 1.0), name
+
+
+def test_a_section_given_in_part_keeps_the_rest_of_the_run_default(tmp_path: Path) -> None:
+    """``FeedbackConfig``'s own defaults are the original's (greedy baseline, no overlong term); a config or
+    override that sets one feedback key must not bring them back in place of the run's defaults."""
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("steps: 2\nfeedback: {fine_weight: 0.5}\njudge: {timeout_s: 2.0}\n")
+    config = load_config(str(partial))
+    assert (config.feedback.fine_weight, config.feedback.baseline, config.feedback.overlong) == (0.5, "grpo", "soft")
+    assert (config.judge.timeout_s, config.judge.workers) == (2.0, TrainConfig().judge.workers)
+    assert load_config(str(partial), ["feedback.adaptive=false"]).feedback.baseline == "grpo"
 
 
 def test_named_configs_ship_in_the_wheel(tmp_path: Path) -> None:

@@ -110,10 +110,11 @@ class RolloutConfig:
     top_p: float = 0.95
     max_new_tokens: int = 256
     """The longest completion; generation also stops as soon as the code block closes."""
-    dynamic_sampling: bool = False
+    dynamic_sampling: bool = True
     """Drop groups without signal and sample more problems, up to ``max_rollouts`` generate calls per
     step, so updates carry signal: groups whose token returns are all zero (e.g. every sample passed)
-    and, under ``rloo`` / ``grpo``, groups whose samples all got one reward (online difficulty filtering)."""
+    and, under ``rloo`` / ``grpo``, groups whose samples all got one reward (online difficulty filtering).
+    On by default: on MBPP most groups hold no pass (the original samples without it: ``rltf-paper``)."""
     max_rollouts: int = 3
     """With ``dynamic_sampling``: at most this many generate calls per step."""
     selection: Literal["uniform", "learnable"] = "uniform"
@@ -168,8 +169,11 @@ class OptimConfig:
     buffer sample). The SL term is a token mean either way, so this sets its variance, not its weight; a
     reference costs its whole prompt (no sample shares it), so the default keeps the 4 a step it had
     when ``micro_batch`` was 4."""
-    rl_weight: float = 1.0
-    """Weight of the RL (policy-gradient) term; 0 trains the supervised term alone."""
+    rl_weight: float = 8.0
+    """Weight of the RL (policy-gradient) term; 0 trains the supervised term alone. 8 by default because
+    the ``constant`` aggregation divides by ``rollout.max_new_tokens`` per sequence, about 5x an MBPP
+    program's tokens: at 1 the RL gradient was a few per cent of the update (the paper's: 1, with
+    ``token_mean``)."""
     sl_weight: float = 1.0
     """Weight of the supervised term on reference solutions, as the paper's trainer adds; 0: RL alone."""
     sl_source: Literal["references", "passing", "both"] = "references"
@@ -203,12 +207,12 @@ class OptimConfig:
     start policy's log-prob (Schulman's k3, as GRPO uses it; ≥ 0, unbiased for KL(current‖start)),
     aggregated like the RL term. Samples skipped for zero returns carry none. Costs one no-grad
     forward of the start policy per micro-batch (LoRA: the adapters switched off; else a frozen copy)."""
-    loss_aggregation: Literal["token_mean", "seq_mean", "global_token_mean", "constant"] = "token_mean"
+    loss_aggregation: Literal["token_mean", "seq_mean", "global_token_mean", "constant"] = "constant"
     """How the RL term averages its token terms: over the tokens of each micro-batch (the original's;
     long completions weigh more), over each micro-batch's sequences (each sequence's token mean: a
     long wrong answer loses less per token), over all the step's RL tokens (independent of how they
     are split into micro-batches), or ``constant``: their sum over sequences x ``rollout.max_new_tokens``
-    (Dr. GRPO, arXiv 2503.20783: no length bias either way)."""
+    (Dr. GRPO, arXiv 2503.20783: no length bias either way; the default)."""
     micro_batch_tokens: int = 4096
     """What one forward and backward runs on: rows packed with sequences (:mod:`rltf.train.packing`),
     as many rows as fit this many padded tokens. ``micro_batch`` still fixes the loss (each
@@ -318,10 +322,11 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    feedback: FeedbackConfig = field(default_factory=lambda: FeedbackConfig(baseline="grpo"))
+    feedback: FeedbackConfig = field(default_factory=lambda: FeedbackConfig(baseline="grpo", overlong="soft"))
     """The paper's rewards (adaptive + fine-grained) with a group baseline: each program against the mean of
     its problem's K samples, not against the greedy decode (the paper's, ``configs/rltf-paper.yaml``), which
-    pushed most programs down where greedy decoding beat sampling (docs: Training, "The defaults")."""
+    pushed most programs down where greedy decoding beat sampling; and DAPO's soft overlong punishment,
+    since a program the token limit cuts is almost always broken (docs: Training, "The defaults")."""
     engine: EngineConfig = field(default_factory=EngineConfig)
     judge: JudgeConfig = field(default_factory=lambda: JudgeConfig(workers=2))
     buffer: BufferConfig = field(default_factory=BufferConfig)
@@ -418,6 +423,15 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
     return value
 
 
+def _section_defaults(cls: type) -> dict[str, dict[str, Any]]:
+    """Each section's default as a mapping, so that a section given in part keeps the rest of the run's
+    default, not its class's: ``feedback: {fine_weight: 0.5}`` keeps the ``grpo`` baseline and the soft
+    overlong term of ``TrainConfig().feedback``, which ``FeedbackConfig``'s own defaults (the original's) lack."""
+    hints = _hints(cls)
+    return {f.name: dataclasses.asdict(f.default_factory()) for f in fields(cls)
+            if f.init and f.default_factory is not dataclasses.MISSING and is_dataclass(hints[f.name])}
+
+
 def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     hints = _hints(cls)
     names = [f.name for f in fields(cls) if f.init]
@@ -427,7 +441,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         guesses = [g for key in unknown for g in _nearest_keys(f"{prefix}.{key}" if prefix else key)]
         hint = f"did you mean {' or '.join(guesses)}?" if guesses else f"known: {', '.join(names)}"
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)} {where}; {hint}")
-    values = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    defaults = _section_defaults(cls)
+    values = {k: _coerce({**defaults[k], **v} if k in defaults and isinstance(v, dict) else v, hints[k],
+                         f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
     try:
         return cls(**values)
     except ConfigError as exc:
