@@ -253,6 +253,7 @@ def test_the_readme_links_resolve() -> None:
         if re.match(r"[a-z]+:", target):
             continue
         path, _, anchor = target.partition("#")
+        path = path or "README.md"  # an anchor of the README itself
         assert (REPO / path).exists(), target
         if anchor:
             headings = re.findall(r"^#+ (.+)$", (REPO / path).read_text(encoding="utf-8"), re.MULTILINE)
