@@ -30,6 +30,7 @@ import json
 import shutil
 import subprocess
 import sys
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ import numpy as np
 from learning_test import check_settings, result, train
 
 from rltf.ablation.stats import bootstrap_mean, sign_test
-from rltf.config import load_config
+from rltf.config import TrainConfig, load_config
 from rltf.families import FAMILIES, load_family
 from rltf.problems import save_problems
 from rltf.train import read_evals
@@ -46,8 +47,9 @@ from rltf.train.checkpoint import CHECKPOINTS, latest_checkpoint
 TARGET_RISE, TARGET_LEVEL, TARGET_MINUTES = 0.20, 0.85, 15.0
 SL = ["optim.sl_weight=1", "optim.sl_micro_batch=4"]
 DEFAULT_RECIPE = "stable-rl8"
-RECIPES = {DEFAULT_RECIPE: [*SL, "rollout.dynamic_sampling=true", "feedback.overlong=soft",
-                            "optim.loss_aggregation=constant", "optim.rl_weight=8"],
+DEFAULT_SETTINGS = ("rollout.dynamic_sampling", "feedback.overlong", "optim.loss_aggregation", "optim.rl_weight")
+"""Where the default config differs from ``learning-test.yaml`` beyond the supervised term and the scale."""
+RECIPES = {DEFAULT_RECIPE: [*SL, *(f"{key}={attrgetter(key)(TrainConfig())}" for key in DEFAULT_SETTINGS)],
            "rl+sl": SL, "rl-only": [], "sl-only": [*SL, "optim.rl_weight=0", "rollout.enabled=false"]}
 """Overrides of ``learning-test.yaml`` (RL alone, token mean, weight 1) per recipe. ``stable-rl8``: the
 default config's recipe, chosen on MBPP's learnable set and validation split (experiments/mbpp-learnable):
@@ -163,10 +165,10 @@ def table(out: Path, results_dir: Path) -> None:
     (results_dir / "suite.md").write_text("\n".join(lines) + "\n")
     plot(results, results_dir / "suite.png")
     print("\n".join(lines))
-    default = [r for r in results if r["recipe"] == DEFAULT_RECIPE and not r["family"].startswith("cross-")]
+    default = [i for i, r in enumerate(rows) if r["recipe"] == DEFAULT_RECIPE and not r["family"].startswith("cross-")]
     if default:
-        (results_dir / "suite-default.md").write_text("\n".join(default_table([summarise(r) for r in default])) + "\n")
-        plot(default, results_dir / "suite-default.png")
+        (results_dir / "suite-default.md").write_text("\n".join(default_table([rows[i] for i in default])) + "\n")
+        plot([results[i] for i in default], results_dir / "suite-default.png")
 
 
 def default_table(rows: list[dict[str, Any]]) -> list[str]:
