@@ -23,6 +23,7 @@ from rltf.ablation import (
     sign_test,
 )
 from rltf.ablation.report import sampled_groups
+from rltf.ablation.runner import share_pass_rates
 from rltf.ablation.spec import WARM_START_TOLERANCE, run_finished
 from rltf.config import ConfigError, load_config
 from rltf.train import CONFIG, SAMPLES, read_metrics
@@ -89,6 +90,27 @@ def test_spec_errors_are_caught_before_anything_runs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no_such_key"):
         run_ablation(_spec(tmp_path, {"a": ["optim.no_such_key=1"]}), tmp_path / "out")
     assert not (tmp_path / "out" / "a").exists()
+
+
+def test_a_fresh_machine_reuses_the_pre_pass_of_a_run_sampled_the_same_way(tmp_path: Path) -> None:
+    learnable = "rollout.selection=learnable"
+    arms = {"full": [learnable], "coarse": [learnable, "feedback.adaptive=false"],
+            "hot": [learnable, "rollout.temperature=1.0"], "plain": []}
+    spec, out = load_spec(_spec(tmp_path, arms, seeds=[0, 1])), tmp_path / "out"
+    configs = {run: spec.config(*run, out) for run in spec.runs()}
+    given = out / "full" / "seed-0" / "pass_rates.json"
+    given.parent.mkdir(parents=True)
+    given.write_text(json.dumps({"rates": {"mbpp/601": 0.25}}))
+    for run in configs:
+        share_pass_rates(out, run, configs, {("full", 0)})
+    # the other seed and the arm with other rewards sample the pre-pass as "full" did; a hotter
+    # pre-pass, or none (uniform draws), takes nothing
+    assert sorted(p.parent.parent.name + "/" + p.parent.name for p in out.rglob("pass_rates.json")) == [
+        "coarse/seed-0", "coarse/seed-1", "full/seed-0", "full/seed-1"]
+    assert (out / "coarse" / "seed-1" / "pass_rates.json").read_text() == given.read_text()
+    (out / "full" / "seed-1" / "pass_rates.json").unlink()
+    share_pass_rates(out, ("full", 1), configs, set())  # only a finished run's
+    assert not (out / "full" / "seed-1" / "pass_rates.json").exists()
 
 
 def test_runs_go_seed_major_and_arms_on_a_budget_run_only_their_seeds(tmp_path: Path) -> None:

@@ -144,3 +144,11 @@ def test_learnable_selection_runs_its_pre_pass_once_per_model(tmp_path, monkeypa
     cached[0].write_text(json.dumps(marked))
     Trainer(config, tmp_path / "b", show_progress=False).run()  # same model and settings: read, not sampled
     assert json.loads((tmp_path / "b" / "pass_rates.json").read_text())["rates"] == marked
+    # a fresh machine (empty cache) with a finished run's estimates put in the new run's directory: read, not sampled
+    monkeypatch.setenv("RLTF_CACHE", str(tmp_path / "fresh-cache"))
+    given = {problem_id: 0.375 for problem_id in summary["rates"]}
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "pass_rates.json").write_text(json.dumps({**summary, "rates": given}))
+    Trainer(config, tmp_path / "c", show_progress=False).run()
+    assert json.loads((tmp_path / "c" / "pass_rates.json").read_text())["rates"] == given
+    assert not (tmp_path / "fresh-cache" / "pass-rates").exists()  # nothing was sampled, so nothing cached

@@ -106,6 +106,7 @@ def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print,
         while pending or running:
             while pending and free:
                 arm, seed = pending.pop(0)
+                share_pass_rates(out, (arm, seed), configs, finished_runs(spec, out))
                 cpus = free.pop(0)
                 running[_launch(out, arm, seed, cpus)] = (arm, seed, cpus)
                 echo(f"started {arm} seed {seed} on cores {list(cpus)} (log {run_dir(out, arm, seed) / LOG})")
@@ -124,6 +125,33 @@ def run_ablation(spec_path: str | Path, out: str | Path, echo: Any = print,
     summary = summarize(spec, out)
     write_outputs(summary, out)
     return summary
+
+
+def share_pass_rates(out: Path, run: tuple[str, int], configs: dict[tuple[str, int], TrainConfig],
+                     finished: set[tuple[str, int]]) -> None:
+    """Give ``run`` the learnable curriculum's pre-pass estimates of a finished run that sampled them
+    the same way (same model, problems, engine and sampling). The warm start, retrained on a fresh
+    machine (a fresh clone holds the finished runs, not the caches), is the model they were
+    estimated on (:func:`rltf.ablation.spec.finished_runs` compared its losses); the pre-pass's
+    seed is every run's. So a new machine samples them once less: 298 x 16 programs, 49 minutes on
+    2 cores for the MBPP warm start."""
+    from rltf.train.curriculum import PASS_RATES
+
+    def pre_pass(config: TrainConfig) -> tuple[Any, ...]:
+        r = config.rollout
+        return (config.model, config.data, config.engine, r.selection_samples, r.temperature, r.top_p,
+                r.max_new_tokens)
+
+    wanted = run_dir(out, *run) / PASS_RATES
+    if configs[run].rollout.selection != "learnable" or wanted.is_file():
+        return
+    for other in sorted(finished):
+        given = run_dir(out, *other) / PASS_RATES
+        if configs[other].rollout.selection == "learnable" and pre_pass(configs[other]) == pre_pass(configs[run]) \
+                and given.is_file():
+            wanted.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(given, wanted)
+            return
 
 
 def _pending(spec: AblationSpec, out: Path) -> list[tuple[str, int]]:

@@ -21,6 +21,11 @@ from rltf.models import cache_root
 from rltf.problems import Problem
 from rltf.seeds import restore_random
 
+PASS_RATES = "pass_rates.json"
+"""A run's pre-pass estimates (:func:`pass_rate_summary`). One already in a new run's directory
+stands in for the pre-pass where the cache has none: the ablation runner puts there a finished
+run's from the same warm start on a machine whose cache is empty."""
+
 
 class ProblemSampler:
     """Problems without replacement in a seeded shuffled order, reshuffled when exhausted (as the original)."""
@@ -108,7 +113,7 @@ def pass_rate_cache(model: str, engine: str, style: str, config: RolloutConfig) 
 
 def pass_rate_summary(problems: Sequence[Problem], rates: Sequence[float], cache: Path,
                       seconds: float) -> dict[str, Any]:
-    """A run's ``pass_rates.json``: how many problems are learnable (0 < p < 1), never or always solved."""
+    """A run's :data:`PASS_RATES`: how many problems are learnable (0 < p < 1), never or always solved."""
     return {"cache": str(cache), "seconds": seconds, "learnable": sum(0 < r < 1 for r in rates),
             "never": sum(r == 0 for r in rates), "always": sum(r == 1 for r in rates),
             "rates": dict(zip((p.id for p in problems), rates))}

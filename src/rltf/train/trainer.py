@@ -53,6 +53,7 @@ from rltf.train.checkpoint import (
     write_text_atomic,
 )
 from rltf.train.curriculum import (
+    PASS_RATES,
     LearnableSampler,
     ProblemSampler,
     estimate_pass_rates,
@@ -316,6 +317,8 @@ class Trainer:
                       greedy=False, seed=stable_seed("selection"), prompts=self.prompts, autocast=self._autocast)
         cache = pass_rate_cache(model_identity(self.config.model.name), engine.label, self.policy.style, cfg)
         known = json.loads(cache.read_text()) if self.is_main and cache.is_file() else {}
+        if self.is_main and (self.run_dir / PASS_RATES).is_file():  # given (see PASS_RATES); the cache's first
+            known = {**json.loads((self.run_dir / PASS_RATES).read_text())["rates"], **known}
         known = self.ranks.gather(known)[0]  # rank 0's cache for every rank: they sample the same problems
 
         def sample(problems: Sequence[Problem]) -> dict[str, list[bool]]:
@@ -331,7 +334,7 @@ class Trainer:
         started = time.perf_counter()
         self.sampler.rates = estimate_pass_rates(self.problems, sample, known, cfg.problems_per_step, save)
         if self.is_main:
-            write_text_atomic(self.run_dir / "pass_rates.json", json.dumps(
+            write_text_atomic(self.run_dir / PASS_RATES, json.dumps(
                 pass_rate_summary(self.problems, self.sampler.rates, cache, time.perf_counter() - started),
                 indent=1) + "\n")
 
