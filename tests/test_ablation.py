@@ -230,7 +230,7 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
     assert headline == ["| arm | seeds | mbpp-validation-first45 (45) | vs coarse (95 % CI) | "
                         "mbpp-plus-validation-first2-t0.1-n10 (2) | vs coarse (95 % CI) |"]
     assert "| full − coarse | mbpp-validation-first45 |" in table  # the primary comparisons' table
-    assert "| full | mbpp-plus-validation-first2-t0.1-n10 (2) | " in table.split("pass@10 (unbiased")[1]
+    assert "| full | mbpp-plus-validation-first2-t0.1-n10 (2) | 10 | " in table.split("pass@k (unbiased")[1]
     arm_lines = ("| warm-start | 0 |", "| coarse | 0 |", "| full | 0 |")
     assert sum(line.startswith(arm_lines) for line in table.splitlines()) == 3
     assert "Training shift" in table and table.count(" → ") >= 12  # 6 moved quantities per arm

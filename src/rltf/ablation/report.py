@@ -90,13 +90,14 @@ def summarize(spec: AblationSpec, out: Path) -> dict[str, Any]:
             })
         for row in rows[-len(scored):]:
             row["vs_reference"]["p_holm"] = holm(secondary).get(row["arm"])
-        if target.n >= 10:  # pass@10 beside pass@1, paired by problem the same way (secondary)
-            scores = {(arm, seed): per_problem_pass(run_dir(out, arm, seed) / EVAL_DIR / target.name / SAMPLES, 10)
+        if target.n >= 5:  # pass@10 (pass@5 from 5 samples) beside pass@1, paired the same way (secondary)
+            k = 10 if target.n >= 10 else 5
+            scores = {(arm, seed): per_problem_pass(run_dir(out, arm, seed) / EVAL_DIR / target.name / SAMPLES, k)
                       for arm, seeds in scored.items() for seed in seeds}
             for row in rows[-len(scored):]:
-                at10 = _matrix(scores, row["arm"], scored[row["arm"]], problems)
-                row["pass@10"] = {"mean": float(at10.mean()), "ci95": list(bootstrap_mean(at10)),
-                                  "vs_reference": _versus(scores, scored, row["arm"], spec.reference, problems)}
+                at_k = _matrix(scores, row["arm"], scored[row["arm"]], problems)
+                row[f"pass@{k}"] = {"mean": float(at_k.mean()), "ci95": list(bootstrap_mean(at_k)),
+                                    "vs_reference": _versus(scores, scored, row["arm"], spec.reference, problems)}
     curves = {key: {arm: _curve(out, arm, seeds, key) for arm, seeds in seeds_of.items()} for key in CURVES}
     finished = len(finished_runs(spec, out))
     return {"reference": spec.reference, "seeds": spec.seeds, "steps": spec.steps, "bootstrap_seed": BOOTSTRAP_SEED,
@@ -262,15 +263,16 @@ def markdown(summary: dict[str, Any]) -> str:
                      f"{p_value} | {adjusted} | {counts} | {shown} | {cut} | "
                      f"{spent['samples']:.0f} | {spent['gen_tokens']:.0f} | {spent['train_tokens']:.0f} | "
                      f"{spent['steps']:.0f} | {spent['wall_s'] / 60:.1f} |")
-    at10 = [row for row in summary["rows"] if "pass@10" in row]
-    if at10:
-        lines += ["", "pass@10 (unbiased, from the target's samples; secondary), paired by problem as above:", "",
-                  "| arm | eval | pass@10 (95 % CI) | vs reference (95 % CI) | p | better / worse |",
-                  "|---|---|---|---|---|---|"]
-        for row in at10:
-            k, vs = row["pass@10"], row["pass@10"]["vs_reference"]
+    at_k = [(row, key) for row in summary["rows"] for key in ("pass@5", "pass@10") if key in row]
+    if at_k:
+        lines += ["", "pass@k (unbiased, from the target's samples: k = 10 where it has 10 a problem, else 5; "
+                  "secondary), paired by problem as above:", "",
+                  "| arm | eval | k | pass@k (95 % CI) | vs reference (95 % CI) | p | better / worse |",
+                  "|---|---|---|---|---|---|---|"]
+        for row, key in at_k:
+            k, vs = row[key], row[key]["vs_reference"]
             is_ref = row["arm"] == ref
-            lines.append(f"| {row['arm']} | {row['dataset']} ({row['problems']}) | {_pct(k['mean'])} "
+            lines.append(f"| {row['arm']} | {row['dataset']} ({row['problems']}) | {key[5:]} | {_pct(k['mean'])} "
                          f"({_pct(k['ci95'][0])}, {_pct(k['ci95'][1])}) | "
                          f"{'–' if is_ref else _points(vs['diff'], vs['ci95'])} | "
                          f"{'–' if is_ref else format(vs['p_sign'], '.3g')} | "
