@@ -95,7 +95,8 @@ def test_spec_errors_are_caught_before_anything_runs(tmp_path: Path) -> None:
 def test_a_fresh_machine_reuses_the_pre_pass_of_a_run_sampled_the_same_way(tmp_path: Path) -> None:
     learnable = "rollout.selection=learnable"
     arms = {"full": [learnable], "coarse": [learnable, "feedback.adaptive=false"],
-            "hot": [learnable, "rollout.temperature=1.0"], "plain": []}
+            "hot": [learnable, "rollout.temperature=1.0"],
+            "sl": [learnable, "rollout.enabled=false", "optim.rl_weight=0"], "plain": []}
     spec, out = load_spec(_spec(tmp_path, arms, seeds=[0, 1])), tmp_path / "out"
     configs = {run: spec.config(*run, out) for run in spec.runs()}
     given = out / "full" / "seed-0" / "pass_rates.json"
@@ -104,7 +105,7 @@ def test_a_fresh_machine_reuses_the_pre_pass_of_a_run_sampled_the_same_way(tmp_p
     for run in configs:
         share_pass_rates(out, run, configs, {("full", 0)})
     # the other seed and the arm with other rewards sample the pre-pass as "full" did; a hotter
-    # pre-pass, or none (uniform draws), takes nothing
+    # pre-pass, or none (uniform draws, or nothing sampled), takes nothing
     assert sorted(p.parent.parent.name + "/" + p.parent.name for p in out.rglob("pass_rates.json")) == [
         "coarse/seed-0", "coarse/seed-1", "full/seed-0", "full/seed-1"]
     assert (out / "coarse" / "seed-1" / "pass_rates.json").read_text() == given.read_text()

@@ -152,3 +152,7 @@ def test_learnable_selection_runs_its_pre_pass_once_per_model(tmp_path, monkeypa
     Trainer(config, tmp_path / "c", show_progress=False).run()
     assert json.loads((tmp_path / "c" / "pass_rates.json").read_text())["rates"] == given
     assert not (tmp_path / "fresh-cache" / "pass-rates").exists()  # nothing was sampled, so nothing cached
+    # supervised only (no rollouts): no problem is drawn, so no pre-pass
+    Trainer(tiny_config("steps=1", "eval.at_end=false", "rollout.selection=learnable", "rollout.enabled=false",
+                        "optim.rl_weight=0", "optim.sl_weight=1"), tmp_path / "d", show_progress=False).run()
+    assert not (tmp_path / "d" / "pass_rates.json").exists() and not (tmp_path / "fresh-cache" / "pass-rates").exists()

@@ -143,7 +143,7 @@ def share_pass_rates(out: Path, run: tuple[str, int], configs: dict[tuple[str, i
                 r.max_new_tokens)
 
     wanted = run_dir(out, *run) / PASS_RATES
-    if configs[run].rollout.selection != "learnable" or wanted.is_file():
+    if configs[run].rollout.selection != "learnable" or not configs[run].rollout.enabled or wanted.is_file():
         return
     for other in sorted(finished):
         given = run_dir(out, *other) / PASS_RATES

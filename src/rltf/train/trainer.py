@@ -184,7 +184,8 @@ class Trainer:
                               seed=self.config.seed, prompts=self.prompts, autocast=self._autocast)
                 if self.config.rollout.enabled and not self.config.rollout.online and not self.offline_done:
                     self._offline_fill(actor)
-                if isinstance(self.sampler, LearnableSampler) and None in self.sampler.rates:
+                if self.config.rollout.enabled and isinstance(self.sampler, LearnableSampler) \
+                        and None in self.sampler.rates:  # a run that samples nothing draws no problems
                     self._estimate_pass_rates(engine, judge)
                 self._maybe_eval(engine, judge, trackers, progress)
                 while self.step < target:
