@@ -133,7 +133,7 @@ def share_pass_rates(out: Path, run: tuple[str, int], configs: dict[tuple[str, i
     the same way (same model, problems, engine and sampling). The warm start, retrained on a fresh
     machine (a fresh clone holds the finished runs, not the caches), is the model they were
     estimated on (:func:`rltf.ablation.spec.finished_runs` compared its losses); the pre-pass's
-    seed is every run's. So a new machine samples them once less: 298 x 16 programs, 49 minutes on
+    seed is every run's. So a new machine samples them once less: 298 x 16 programs, 31 minutes on
     2 cores for the MBPP warm start."""
     from rltf.train.curriculum import PASS_RATES
 
