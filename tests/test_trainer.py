@@ -275,6 +275,19 @@ def test_resume_after_interruption_matches_uninterrupted_run(full_run: Path, tmp
         assert torch.allclose(a[key], b[key], atol=1e-6), key
 
 
+def test_a_finished_run_resumed_with_more_steps_is_the_longer_run(full_run: Path, tmp_path: Path, tiny_config,
+                                                                  model_weights) -> None:
+    # under a constant learning rate: what experiments/ablation-scaled-long relies on to continue 80-step runs
+    run_dir = tmp_path / "run"
+    assert Trainer(tiny_config("steps=2"), run_dir, show_progress=False).run() == 2
+    assert Trainer(tiny_config(), run_dir, resume=True, show_progress=False).run() == 3
+    assert read_samples(run_dir) == read_samples(full_run)
+    assert [r["loss"] for r in read_metrics(run_dir)] == pytest.approx([r["loss"] for r in read_metrics(full_run)],
+                                                                       rel=1e-4, abs=1e-5)
+    a, b = (model_weights(d / "checkpoints" / "step-000003" / "model") for d in (full_run, run_dir))
+    assert all(torch.allclose(a[key], b[key], atol=1e-6) for key in a)
+
+
 def test_lost_metrics_line_comes_back_from_the_checkpoint(full_run: Path, tmp_path: Path, tiny_config) -> None:
     run_dir = tmp_path / "run"
     shutil.copytree(full_run, run_dir)
