@@ -229,11 +229,14 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
     assert "| warm-start | mbpp-validation-first45 (45) |" in table
     headline = [line for line in table.splitlines() if line.startswith("| arm | seeds |")]  # one line per arm
     assert headline == ["| arm | seeds | mbpp-validation-first45 (45) | vs coarse (95 % CI) | "
-                        "mbpp-plus-validation-first2-t0.1-n10 (2) | vs coarse (95 % CI) |"]
+                        "mbpp-plus-validation-first2-t0.1-n10 (2) | vs coarse (95 % CI) | "
+                        "programs sampled | tokens trained | minutes |"]
     assert "| full − coarse | mbpp-validation-first45 |" in table  # the primary comparisons' table
     assert "| full | mbpp-plus-validation-first2-t0.1-n10 (2) | 10 | " in table.split("pass@k (unbiased")[1]
     arm_lines = ("| warm-start | 0 |", "| coarse | 0 |", "| full | 0 |")
     assert sum(line.startswith(arm_lines) for line in table.splitlines()) == 3
+    full_line = next(line for line in table.splitlines() if line.startswith("| full | 0 |"))
+    assert full_line.split(" | ")[-3] == "8"  # the headline's compute: programs sampled per run
     assert "Training shift" in table and table.count(" → ") >= 12  # 6 moved quantities per arm
 
     # finished only from the warm start it recorded: a retraining within rounding is the same model

@@ -13,6 +13,7 @@ purpose, a config fragment) are neither.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -270,3 +271,18 @@ def test_the_docs_build_strict(tmp_path: Path) -> None:
     config_page = (tmp_path / "reference" / "config" / "index.html").read_text(encoding="utf-8")
     assert all(f"<code>{key}</code>" in config_page for key in leaf_keys())
     assert "rltf.judge.Judge" in (tmp_path / "reference" / "api" / "index.html").read_text(encoding="utf-8")
+
+
+HEADLINE = re.compile(r"^ *<!-- headline of (\S+) -->\n(.*?)^ *<!-- end of headline -->$", re.MULTILINE | re.DOTALL)
+
+
+def test_the_readme_ablation_tables_are_the_reports() -> None:
+    """A table the README quotes from an ablation is the report's headline of the committed summary, so a
+    reader re-derives it with ``rltf ablate SPEC --out DIR --report`` and no number is typed by hand."""
+    from rltf.ablation.report import headline
+
+    quoted = HEADLINE.findall((REPO / "README.md").read_text(encoding="utf-8"))
+    assert quoted, "the README quotes no ablation table"
+    for source, table in quoted:
+        summary = json.loads((REPO / source).read_text(encoding="utf-8"))
+        assert [line.strip() for line in table.splitlines()] == headline(summary), source

@@ -345,19 +345,23 @@ def primary_table(summary: dict[str, Any]) -> list[str]:
 
 
 def headline(summary: dict[str, Any]) -> list[str]:
-    """The table at a glance: one line per arm, its pass@1 and paired difference on every target."""
+    """The table at a glance: one line per arm, its pass@1 and paired difference on every target, then what
+    one run cost (mean over seeds). The README quotes it verbatim, so a reader can re-derive it."""
     datasets = list(dict.fromkeys(r["dataset"] for r in summary["rows"]))
     by_arm: dict[str, dict[str, dict[str, Any]]] = {}
     for row in summary["rows"]:
         by_arm.setdefault(row["arm"], {})[row["dataset"]] = row
     head = "".join(f" {d} ({by_arm[summary['reference']][d]['problems']}) | vs {summary['reference']} (95 % CI) |"
                    for d in datasets)
-    lines = [f"| arm | seeds |{head}", "|---|---|" + "---|---|" * len(datasets)]
+    lines = [f"| arm | seeds |{head} programs sampled | tokens trained | minutes |",
+             "|---|---|" + "---|---|" * len(datasets) + "---|---|---|"]
     for arm, rows in by_arm.items():
         cells = []
         for d in datasets:
             vs = rows[d]["vs_reference"]
             cells += [_pct(rows[d]["pass@1"]), "–" if arm == summary["reference"] else _points(vs["diff"], vs["ci95"])]
+        spent = rows[datasets[0]]["compute_per_run"]
+        cells += [f"{spent['samples']:,.0f}", f"{spent['train_tokens']:,.0f}", f"{spent['wall_s'] / 60:.0f}"]
         lines.append(f"| {arm} | {', '.join(rows[datasets[0]]['runs'])} | {' | '.join(cells)} |")
     return lines
 
