@@ -30,6 +30,7 @@ from markdown.extensions.toc import slugify
 from typer.core import TyperGroup
 
 import rltf
+from rltf.ablation.report import headline
 from rltf.cli import app
 from rltf.config import ConfigError, load_config
 
@@ -279,8 +280,6 @@ HEADLINE = re.compile(r"^ *<!-- headline of (\S+) -->\n(.*?)^ *<!-- end of headl
 def test_the_readme_ablation_tables_are_the_reports() -> None:
     """A table the README quotes from an ablation is the report's headline of the committed summary, so a
     reader re-derives it with ``rltf ablate SPEC --out DIR --report`` and no number is typed by hand."""
-    from rltf.ablation.report import headline
-
     quoted = HEADLINE.findall((REPO / "README.md").read_text(encoding="utf-8"))
     assert quoted, "the README quotes no ablation table"
     for source, table in quoted:
