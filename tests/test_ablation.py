@@ -20,6 +20,7 @@ from rltf.ablation import (
     cpu_slots,
     load_spec,
     run_ablation,
+    runner,
     sign_test,
 )
 from rltf.ablation.report import sampled_groups
@@ -160,8 +161,13 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Path) -> None:
+def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "out"
+
+    def in_this_process(*_):
+        raise AssertionError("the warm start trained in the ablation's own process")
+
+    monkeypatch.setattr(runner, "_train", in_this_process)  # a child process imports the real one
     warm = {"base": "tiny-smoke", "overrides": ["steps=1", "rollout.enabled=false", "optim.rl_weight=0",
                                                  "data.limit=4", "log.tensorboard=false"]}
     spec = _spec(tmp_path, {"coarse": ["feedback.adaptive=false", "feedback.fine_grained=false"], "full": []},
