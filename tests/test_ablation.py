@@ -244,6 +244,43 @@ def test_two_arms_from_a_warm_start_run_pinned_evaluate_and_resume(tmp_path: Pat
     full_line = next(line for line in table.splitlines() if line.startswith("| full | 0 |"))
     assert full_line.split(" | ")[-3] == "8"  # the headline's compute: programs sampled per run
     assert "Training shift" in table and table.count(" → ") >= 12  # 6 moved quantities per arm
+    assert summary["added_steps"] is None and "Added steps" not in table
+
+    # an ablation that continues this one (its runs trained on to 3 steps) pairs each run with the shorter one
+    (tmp_path / "long").mkdir()
+    long_spec = _spec(tmp_path / "long", {"coarse": ["feedback.adaptive=false", "feedback.fine_grained=false"],
+                                          "full": []}, warm_start=warm, steps=3, continues="../out",
+                      overrides=["data.limit=4", "model.random_init=null", "log.tensorboard=false"])
+    long_out = tmp_path / "long" / "out"
+    shutil.copytree(out, long_out, ignore=shutil.ignore_patterns("checkpoints"))
+    for arm in ("coarse", "full"):
+        run = long_out / arm / "seed-0"
+        (run / RESULT).write_text(json.dumps({**json.loads((run / RESULT).read_text()), "steps": 3}))
+        (run / CONFIG).write_text((run / CONFIG).read_text().replace("steps: 2\n", "steps: 3\n"))
+    evaluated = long_out / "full" / "seed-0" / "ablate-eval" / "mbpp-validation-first45" / "samples.jsonl"
+    records = [json.loads(line) for line in evaluated.read_text().splitlines()]
+    flipped = next(r for r in records if r["verdict"]["status"] != "pass")
+    flipped["verdict"]["status"] = "pass"  # the longer full run solves one more problem
+    evaluated.write_text("".join(json.dumps(r) + "\n" for r in records))
+    added = run_ablation(long_spec, long_out, report_only=True)["added_steps"]
+    assert [(r["arm"], r["dataset"], r["seeds"], r["steps"]) for r in added] == [
+        (arm, dataset, [0], [2, 3]) for arm in ("coarse", "full")
+        for dataset in ("mbpp-validation-first45", "mbpp-plus-validation-first2-t0.1-n10")]
+    assert [(r["diff"], r["better"], r["worse"]) for r in added] == [(0, 0, 0), (0, 0, 0), (1 / 45, 1, 0), (0, 0, 0)]
+    assert added[2]["pass@1"][1] - added[2]["pass@1"][0] == pytest.approx(1 / 45)
+    assert "| full | mbpp-validation-first45 (45) | 0 | 2 → 3 |" in (long_out / "ablation.md").read_text()
+    coarse_config = long_out / "coarse" / "seed-0" / CONFIG
+    coarse_config.write_text(coarse_config.read_text().replace("lr: ", "lr: 1", 1))
+    with pytest.raises(ConfigError, match=r"is not .*coarse/seed-0 with fewer steps: optim.lr differ"):
+        run_ablation(long_spec, long_out, report_only=True)
+    coarse_config.write_text(coarse_config.read_text().replace("lr: 1", "lr: ", 1))
+    warm_metrics = [{**r, "loss": r["loss"] * 1.01} for r in read_metrics(long_out / "warm-start")]
+    (long_out / "warm-start" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in warm_metrics))
+    for path in long_out.rglob(RESULT):  # a warm start 1 % off, that the runs here recorded: another model
+        result = json.loads(path.read_text())
+        path.write_text(json.dumps({**result, "warm_start_loss": [x * 1.01 for x in result["warm_start_loss"]]}))
+    with pytest.raises(ConfigError, match="trained from another warm start than"):
+        run_ablation(long_spec, long_out, report_only=True)
 
     # finished only from the warm start it recorded: a retraining within rounding is the same model
     loaded, path = load_spec(spec), out / "coarse" / "seed-0" / RESULT

@@ -12,9 +12,20 @@ from typing import Any
 import numpy as np
 
 from rltf._io import existing
-from rltf.ablation.spec import EVAL_DIR, WARM_START, AblationSpec, finished_runs, run_dir, warm_start_evaluated
+from rltf.ablation.spec import (
+    EVAL_DIR,
+    SPEC_COPY,
+    WARM_START,
+    AblationSpec,
+    finished_runs,
+    load_spec,
+    run_dir,
+    same_warm_start,
+    warm_start_evaluated,
+    warm_start_losses,
+)
 from rltf.ablation.stats import BOOTSTRAP_SEED, bootstrap_mean, holm, paired
-from rltf.config import load_config
+from rltf.config import ConfigError, differing_keys, load_config
 from rltf.datasets import held_out_twins
 from rltf.evaluation import SAMPLES, SUMMARY, cut_at_limit, per_problem_pass
 from rltf.train import CONFIG, read_metrics, read_samples
@@ -103,7 +114,8 @@ def summarize(spec: AblationSpec, out: Path) -> dict[str, Any]:
     return {"reference": spec.reference, "seeds": spec.seeds, "steps": spec.steps, "bootstrap_seed": BOOTSTRAP_SEED,
             "runs_finished": finished, "runs_total": len(spec.runs()), "rows": rows,
             "primary": comparisons, "twins_sampled": twins_sampled(spec, out, seeds_of),
-            "mbpp_plus_gap": plus_gap(spec, out, scored), "curves": curves,
+            "mbpp_plus_gap": plus_gap(spec, out, scored), "added_steps": added_steps(spec, out, seeds_of),
+            "curves": curves,
             "training_shift": [shift for arm, seeds in seeds_of.items()
                                if (shift := training_shift(spec, out, arm, seeds)) is not None]}
 
@@ -206,6 +218,44 @@ def plus_gap(spec: AblationSpec, out: Path, seeds_of: dict[str, list[int]]) -> l
     return rows
 
 
+def added_steps(spec: AblationSpec, out: Path, seeds_of: dict[str, list[int]]) -> list[dict[str, Any]] | None:
+    """What the added steps changed: each arm's finished seeds against the same runs of the shorter
+    ablation this one ``continues``, on every target both score, paired by problem (None without
+    ``continues``). A shorter run counts only with the same warm start (its losses) and the same
+    settings but ``steps`` (and the warm start's path). Unless it was resumed into the longer one,
+    it is a sibling run, not its earlier steps: sampling drifts apart with float rounding (another
+    CPU), so the difference holds run-to-run spread as well as the added steps."""
+    if spec.continues is None:
+        return None
+    shorter = load_spec(spec.continues / SPEC_COPY)
+    if not same_warm_start(warm_start_losses(spec, out) or [], warm_start_losses(shorter, spec.continues) or []):
+        raise ConfigError(f"{spec.continues} trained from another warm start than {out}")
+    earlier = finished_runs(shorter, spec.continues)
+    targets = [t for t in spec.eval if t.name in {s.name for s in shorter.eval}]
+    rows = []
+    for arm, seeds in seeds_of.items():
+        if not (both := [seed for seed in seeds if (arm, seed) in earlier]):
+            continue
+        for seed in both:
+            _same_but_steps(run_dir(out, arm, seed), run_dir(spec.continues, arm, seed))
+        for target in targets:
+            longer, short = ({seed: per_problem_pass(run_dir(directory, arm, seed) / EVAL_DIR / target.name / SAMPLES)
+                              for seed in both} for directory in (out, spec.continues))
+            problems = sorted(set.intersection(*(set(s) for s in (*longer.values(), *short.values()))))
+            a, b = (np.array([[scores[seed][p] for p in problems] for seed in both]) for scores in (longer, short))
+            rows.append({"arm": arm, "dataset": target.name, "seeds": both, "steps": [shorter.steps, spec.steps],
+                         "pass@1": [float(b.mean()), float(a.mean())], **paired(a, b).to_dict()})
+    return rows
+
+
+def _same_but_steps(longer: Path, shorter: Path) -> None:
+    """Nothing but the steps (and the path of the warm start's weights) may differ between the runs
+    compared."""
+    differ = set(differing_keys(load_config(str(longer / CONFIG)), load_config(str(shorter / CONFIG))))
+    if differ := differ - {"steps", "model.name"}:
+        raise ConfigError(f"{shorter} is not {longer} with fewer steps: {', '.join(sorted(differ))} differ")
+
+
 CURVES = {"reward_mean": "train reward", "sample_pass_rate": "sampled programs passing",
           "groups_with_pass": "groups with a pass", "completion_length_mean": "tokens per program",
           "entropy": "policy entropy (nats / token)"}
@@ -287,6 +337,8 @@ def markdown(summary: dict[str, Any]) -> str:
             lines.append(f"| {row['arm']} | {row['problems']} | {_pct(row['mbpp'])} | {_pct(row['mbpp_plus'])} | "
                          f"{_points(row['gap'], row['ci95'])} | "
                          f"{train} |")
+    if summary.get("added_steps"):
+        lines += ["", *added_steps_table(summary), ""]
     if summary.get("training_shift"):
         lines += ["", "Training shift: the arm's sampled programs in its first half of steps → its second (over "
                   "seeds); importance ratio π_θ/π_behaviour and KL(behaviour ‖ current) on the sampled tokens, mean "
@@ -341,6 +393,20 @@ def primary_table(summary: dict[str, Any]) -> list[str]:
         lines.append(f"| {c['a']} − {c['b']} | {c['dataset']} | {_points(c['diff'], c['ci95'])} | {c['p_sign']:.3g} | "
                      f"{c['p_wilcoxon']:.3g} | {c['better']} / {c['worse']} | {100 * c['detectable']:.1f} points | "
                      f"{seeds}{seed_ci} | {c['naive_p_sign']:.3g} | {twin_free} |")
+    return lines
+
+
+def added_steps_table(summary: dict[str, Any]) -> list[str]:
+    """Each run against the same arm and seed of the ablation this one continues (``continues``)."""
+    lines = ["Added steps: each run against the same arm, seed and settings of the shorter ablation it continues, "
+             "paired by problem as above. Unless resumed from it, the shorter run is a sibling, not this run's "
+             "earlier steps, so the difference holds run-to-run spread as well as the added steps.", "",
+             "| arm | eval | seeds | steps | pass@1 | added steps (95 % CI) | sign test p | better / worse |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in summary["added_steps"]:
+        lines.append(f"| {row['arm']} | {row['dataset']} ({row['problems']}) | {', '.join(map(str, row['seeds']))} | "
+                     f"{row['steps'][0]} → {row['steps'][1]} | {_pct(row['pass@1'][0])} → {_pct(row['pass@1'][1])} | "
+                     f"{_points(row['diff'], row['ci95'])} | {row['p_sign']:.3g} | {row['better']} / {row['worse']} |")
     return lines
 
 

@@ -76,6 +76,10 @@ class AblationSpec:
     arm_seeds: dict[str, list[int]] = field(default_factory=dict)
     """Arms that run fewer of ``seeds`` than the others (secondary arms on a budget); adding seeds
     here later runs just those."""
+    continues: Path | None = None
+    """The output directory of a shorter ablation this one runs longer (the same settings but
+    ``steps``, from the same warm start): the report pairs each run with the same arm and seed there,
+    to say what the added steps changed. Relative to the spec file; read by the report only."""
 
     def __post_init__(self) -> None:
         for pair in self.primary:
@@ -124,7 +128,7 @@ def load_spec(path: str | Path) -> AblationSpec:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: an ablation spec is a mapping")
     known = {"base", "arms", "seeds", "steps", "reference", "eval", "overrides", "threads", "parallel", "warm_start",
-             "primary", "arm_seeds"}
+             "primary", "arm_seeds", "continues"}
     if unknown := set(data) - known:
         raise ConfigError(f"{path}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
     try:
@@ -140,7 +144,8 @@ def load_spec(path: str | Path) -> AblationSpec:
                             warm_start=warm_start,
                             primary=[tuple(str(arm) for arm in pair) for pair in data.get("primary") or []],
                             arm_seeds={str(arm): [int(s) for s in seeds]
-                                       for arm, seeds in (data.get("arm_seeds") or {}).items()})
+                                       for arm, seeds in (data.get("arm_seeds") or {}).items()},
+                            continues=Path(path).parent / str(data["continues"]) if data.get("continues") else None)
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
